@@ -1,0 +1,1 @@
+"""Config-driven hyperparameter search over Keras CNNs on MNIST, tracked in MLflow."""

@@ -1,0 +1,134 @@
+"""The scikit-learn estimator: a scikeras classifier that sklearn recognises and can watch."""
+
+from __future__ import annotations
+
+import inspect
+import math
+from typing import Any
+
+import keras
+import numpy as np
+from scikeras.utils.transformers import ClassifierLabelEncoder
+from scikeras.wrappers import KerasClassifier
+from sklearn.callback import CallbackContext, CallbackSupportMixin, with_callbacks
+from sklearn.utils import ClassifierTags
+
+from mnist_hpo.choices import ONE_HOT_LOSSES
+from mnist_hpo.config import ModelConfig
+from mnist_hpo.model import build_cnn
+from mnist_hpo.params import estimator_params
+
+
+class TrainingDivergedError(RuntimeError):
+    """Training produced a non-finite loss; the fold scores ``error_score``."""
+
+
+class EpochTasks(keras.callbacks.Callback):
+    """Reports each Keras epoch to sklearn callbacks as a sub-task of the fit task."""
+
+    def __init__(self, estimator: MnistCNNClassifier, context: CallbackContext) -> None:
+        super().__init__()
+        self.estimator = estimator
+        self.context = context
+        self.history: dict[str, list[float]] = {}
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
+        for name, value in (logs or {}).items():
+            self.history.setdefault(name, []).append(float(value))
+        epoch_context = self.context.subcontext(task_name="epoch")
+        epoch_context.call_on_fit_task_begin(estimator=self.estimator)
+        history = {name: list(values) for name, values in self.history.items()}
+        epoch_context.call_on_fit_task_end(
+            estimator=self.estimator,
+            reconstruction_attributes=lambda: {"history_": history},
+        )
+
+
+class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
+    """``KerasClassifier`` for the MNIST CNN, fixed for scikit-learn >= 1.6 and made observable.
+
+    * ``__sklearn_tags__`` declares a classifier: scikeras 0.13 keeps the pre-1.6 tags, so
+      ``is_classifier`` is False and an integer ``cv`` silently becomes unstratified KFold.
+    * Targets are one-hot for categorical cross-entropy *and* MSE, as the published study.
+    * Each fit starts from a cleared Keras session, so memory stays flat over long grids.
+    * Each fit and each epoch is an sklearn callback task, so search callbacks see folds.
+    * A non-finite training loss raises :class:`TrainingDivergedError`.
+    """
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.estimator_type = "classifier"
+        tags.classifier_tags = ClassifierTags(multi_class=True, poor_score=True)
+        tags.target_tags.required = True
+        tags.non_deterministic = True
+        return tags
+
+    @property
+    def target_encoder(self) -> ClassifierLabelEncoder:
+        """Encode targets one-hot for the losses that need it, ordinal otherwise."""
+        categories = "auto" if self.classes_ is None else [self.classes_]
+        one_hot = self.loss in ONE_HOT_LOSSES
+        encoder_loss = "categorical_crossentropy" if one_hot else self.loss
+        return ClassifierLabelEncoder(loss=encoder_loss, categories=categories)
+
+    def _get_compile_kwargs(self) -> dict[str, Any]:
+        """Route ``optimizer__*`` values only to optimizers that take them (momentum: sgd)."""
+        optimizer = keras.optimizers.get(self.optimizer).__class__
+        accepted = set(inspect.signature(optimizer.__init__).parameters)
+        dropped = {
+            name: getattr(self, name)
+            for name in list(vars(self))
+            if name.startswith("optimizer__") and name.split("__")[1] not in accepted
+        }
+        for name in dropped:
+            delattr(self, name)
+        try:
+            return super()._get_compile_kwargs()
+        finally:
+            for name, value in dropped.items():
+                setattr(self, name, value)
+
+    def _initialize_callbacks(self) -> None:
+        """Add NaN termination and the epoch reporter to the user's Keras callbacks."""
+        super()._initialize_callbacks()
+        self._fit_callbacks = [*self._fit_callbacks, keras.callbacks.TerminateOnNaN()]
+        if getattr(self, "_epoch_tasks", None) is not None:
+            self._fit_callbacks.append(self._epoch_tasks)
+
+    @with_callbacks
+    def fit(self, X: np.ndarray, y: np.ndarray, sample_weight=None, **kwargs) -> MnistCNNClassifier:
+        """Fit from a fresh Keras session, reporting the fit and its epochs to sklearn callbacks."""
+        keras.backend.clear_session(free_memory=True)
+        context = self._init_callback_context(max_subtasks=None)
+        context.call_on_fit_task_begin(estimator=self, X=X, y=y)
+        self.fit_error_ = None
+        self._epoch_tasks = EpochTasks(self, context)
+        try:
+            super().fit(X, y, sample_weight=sample_weight, **kwargs)
+            self._raise_if_diverged()
+        except Exception as error:
+            self.fit_error_ = f"{type(error).__name__}: {error}"
+            raise
+        finally:
+            # The reporter holds the callback context tree: keep it out of pickled models.
+            self._fit_callbacks = [cb for cb in self._fit_callbacks if cb is not self._epoch_tasks]
+            self._epoch_tasks = None
+            context.call_on_fit_task_end(estimator=self, X=X, y=y)
+        return self
+
+    def _raise_if_diverged(self) -> None:
+        losses = self.history_.get("loss", [])
+        if any(not math.isfinite(value) for value in losses):
+            epoch = next(i for i, value in enumerate(losses) if not math.isfinite(value))
+            raise TrainingDivergedError(f"training loss became non-finite at epoch {epoch + 1}")
+
+
+def build_estimator(model: ModelConfig, seed: int) -> MnistCNNClassifier:
+    """Build the unfitted, seeded estimator for the ``model`` config group."""
+    return MnistCNNClassifier(
+        model=build_cnn,
+        metrics=["accuracy"],
+        random_state=seed,
+        verbose=0,
+        **estimator_params(model),
+    )

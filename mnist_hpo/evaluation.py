@@ -1,0 +1,101 @@
+"""Turns a fitted search into results: the ranked candidates and held-out test metrics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+from sklearn.model_selection._search import BaseSearchCV
+
+
+@dataclass(frozen=True)
+class TestScores:
+    """Scores of the refitted best estimator on the held-out test set."""
+
+    accuracy: float
+    precision_macro: float
+    recall_macro: float
+    f1_macro: float
+    confusion: np.ndarray
+
+    def metrics(self) -> dict[str, float]:
+        """The scalar scores, named as they are logged."""
+        return {
+            "test_accuracy": self.accuracy,
+            "test_precision_macro": self.precision_macro,
+            "test_recall_macro": self.recall_macro,
+            "test_f1_macro": self.f1_macro,
+        }
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """What a search found: one row per candidate (ranked), the best, and its test scores."""
+
+    candidates: pd.DataFrame
+    axes: list[str]
+    n_splits: int
+    best_index: int
+    best_params: dict[str, Any]
+    best_score: float
+    test: TestScores | None
+
+
+def score_on_test(estimator: Any, x_test: np.ndarray, y_test: np.ndarray) -> TestScores:
+    """Accuracy, macro precision/recall/F1 and the confusion matrix on the test set."""
+    predicted = estimator.predict(x_test)
+    precision, recall, f1, _ = precision_recall_fscore_support(
+        y_test, predicted, average="macro", zero_division=0
+    )
+    return TestScores(
+        accuracy=float(accuracy_score(y_test, predicted)),
+        precision_macro=float(precision),
+        recall_macro=float(recall),
+        f1_macro=float(f1),
+        confusion=confusion_matrix(y_test, predicted, labels=list(range(10))),
+    )
+
+
+def candidate_frame(cv_results: dict[str, Any], axes: list[str], n_splits: int) -> pd.DataFrame:
+    """``cv_results_`` as a table: one row per candidate, axes as columns, failures marked."""
+    frame = pd.DataFrame({axis: [params.get(axis) for params in cv_results["params"]] for axis in axes})
+    for column in (
+        "rank_test_score",
+        "mean_test_score",
+        "std_test_score",
+        "mean_train_score",
+        "mean_fit_time",
+        "mean_score_time",
+        "iter",
+        "n_resources",
+    ):
+        if column in cv_results:
+            frame[column] = np.asarray(cv_results[column])
+    for split in range(n_splits):
+        for kind in ("test", "train"):
+            if f"split{split}_{kind}_score" in cv_results:
+                frame[f"split{split}_{kind}_score"] = np.asarray(cv_results[f"split{split}_{kind}_score"])
+    frame["failed"] = frame[[f"split{k}_test_score" for k in range(n_splits)]].isna().any(axis=1)
+    return frame
+
+
+def summarize(search: BaseSearchCV, x_test: np.ndarray | None, y_test: np.ndarray | None) -> SearchResult:
+    """Collect the search's results and, when it refitted, score the best estimator on test."""
+    # The searched axes only: a halving resource (e.g. epochs) is not a candidate's identity.
+    space = getattr(search, "param_grid", None) or search.param_distributions
+    axes = sorted(space)
+    test = None
+    if getattr(search, "best_estimator_", None) is not None and x_test is not None:
+        test = score_on_test(search.best_estimator_, x_test, y_test)
+    return SearchResult(
+        candidates=candidate_frame(search.cv_results_, axes, search.n_splits_),
+        axes=axes,
+        n_splits=search.n_splits_,
+        best_index=int(search.best_index_),
+        best_params=dict(search.best_params_),
+        best_score=float(search.best_score_),
+        test=test,
+    )

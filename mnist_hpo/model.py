@@ -1,0 +1,85 @@
+"""Builds the configurable Keras CNN; pure ``keras.*`` so every Keras 3 backend runs it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import keras
+
+from mnist_hpo.choices import ACTIVATIONS, INITIALIZERS
+
+N_CLASSES = 10
+IMAGE_SHAPE = (28, 28, 1)
+
+# Layers rather than strings: PReLU has trainable weights and LeakyReLU a slope argument.
+ACTIVATION_LAYERS: dict[str, Callable[[], keras.layers.Layer]] = {
+    "sigmoid": lambda: keras.layers.Activation("sigmoid"),
+    "relu": keras.layers.ReLU,
+    "leaky_relu": keras.layers.LeakyReLU,
+    "prelu": keras.layers.PReLU,
+    "tanh": lambda: keras.layers.Activation("tanh"),
+    "elu": lambda: keras.layers.Activation("elu"),
+    "selu": lambda: keras.layers.Activation("selu"),
+    "gelu": lambda: keras.layers.Activation("gelu"),
+    "swish": lambda: keras.layers.Activation("swish"),
+}
+
+# "uniform" and "normal" are the Keras 2 names the published study used.
+INITIALIZER_NAMES: dict[str, str] = {name: name for name in INITIALIZERS} | {
+    "uniform": "random_uniform",
+    "normal": "random_normal",
+}
+
+assert set(ACTIVATION_LAYERS) == set(ACTIVATIONS)
+
+
+def activation_layer(name: str) -> keras.layers.Layer:
+    """Return a fresh activation layer for ``name`` (one of ``choices.ACTIVATIONS``)."""
+    return ACTIVATION_LAYERS[name]()
+
+
+def build_cnn(
+    conv_filters: Sequence[int] = (16,),
+    kernel_size: int = 3,
+    padding: str = "same",
+    pool_size: int = 2,
+    dense_units: int = 64,
+    dropout_conv: float = 0.0,
+    dropout_dense: float = 0.0,
+    activation: str = "relu",
+    kernel_initializer: str = "glorot_uniform",
+) -> keras.Model:
+    """Build an uncompiled CNN: conv blocks, optional dense layer, softmax over 10 digits.
+
+    Args:
+        conv_filters: Filters of each conv block; one Conv2D (+ pooling) per entry.
+        kernel_size: Square kernel size of every Conv2D.
+        padding: ``same`` or ``valid``, for convolutions and pooling alike.
+        pool_size: Max-pooling window after each conv; 0 disables pooling.
+        dense_units: Units of the hidden dense layer; 0 means none.
+        dropout_conv: Dropout rate after the conv blocks.
+        dropout_dense: Dropout rate before the output layer.
+        activation: Hidden-layer activation, one of ``choices.ACTIVATIONS``.
+        kernel_initializer: Weight initializer, one of ``choices.INITIALIZERS``.
+
+    Returns:
+        The Keras model, mapping ``N x 28 x 28 x 1`` images to class probabilities.
+    """
+    initializer = INITIALIZER_NAMES[kernel_initializer]
+    inputs = keras.Input(shape=IMAGE_SHAPE)
+    x = inputs
+    for filters in conv_filters:
+        x = keras.layers.Conv2D(filters, kernel_size, padding=padding, kernel_initializer=initializer)(x)
+        x = activation_layer(activation)(x)
+        if pool_size:
+            x = keras.layers.MaxPooling2D(pool_size, padding=padding)(x)
+    if dropout_conv:
+        x = keras.layers.Dropout(dropout_conv)(x)
+    x = keras.layers.Flatten()(x)
+    if dense_units:
+        x = keras.layers.Dense(dense_units, kernel_initializer=initializer)(x)
+        x = activation_layer(activation)(x)
+    if dropout_dense:
+        x = keras.layers.Dropout(dropout_dense)(x)
+    outputs = keras.layers.Dense(N_CLASSES, activation="softmax", kernel_initializer=initializer)(x)
+    return keras.Model(inputs, outputs, name="mnist_cnn")

@@ -1,0 +1,123 @@
+"""Figures a person would rather look at than read (pure: each returns a Figure)."""
+
+from __future__ import annotations
+
+from itertools import combinations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from mnist_hpo.evaluation import SearchResult
+
+
+def as_label(value: object) -> str:
+    """Axis labels for parameter values (lists included)."""
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def scores_by_value(frame: pd.DataFrame, axis: str) -> pd.Series:
+    """Mean CV score per value of one axis, averaged over every other axis."""
+    return frame.groupby(frame[axis].map(as_label), sort=False)["mean_test_score"].mean()
+
+
+def axis_scores_figure(result: SearchResult) -> Figure:
+    """Mean CV score per value of each grid axis."""
+    axes_names = [axis for axis in result.axes if result.candidates[axis].map(as_label).nunique() > 1]
+    axes_names = axes_names or result.axes
+    figure, panels = plt.subplots(1, len(axes_names), figsize=(4 * len(axes_names), 3.2), squeeze=False)
+    for panel, axis in zip(panels[0], axes_names, strict=True):
+        series = scores_by_value(result.candidates, axis)
+        panel.bar(series.index, series.values, color="tab:blue")
+        panel.set_title(axis, fontsize=9)
+        panel.set_ylabel("mean CV score")
+        panel.tick_params(axis="x", labelrotation=30, labelsize=8)
+        finite = series.dropna()
+        if len(finite):
+            panel.set_ylim(max(0.0, finite.min() - 0.05), min(1.0, finite.max() + 0.02))
+    figure.tight_layout()
+    return figure
+
+
+def heatmap_figures(result: SearchResult) -> dict[str, Figure]:
+    """One heatmap of mean CV score for each pair of crossed axes."""
+    frame = result.candidates
+    varying = [axis for axis in result.axes if frame[axis].map(as_label).nunique() > 1]
+    figures = {}
+    for row_axis, col_axis in combinations(varying, 2):
+        table = frame.assign(
+            **{row_axis: frame[row_axis].map(as_label), col_axis: frame[col_axis].map(as_label)}
+        ).pivot_table(index=row_axis, columns=col_axis, values="mean_test_score", aggfunc="mean")
+        figure, panel = plt.subplots(figsize=(1.2 * table.shape[1] + 3, 0.6 * table.shape[0] + 2))
+        image = panel.imshow(table.values, cmap="viridis", aspect="auto")
+        panel.set_xticks(range(table.shape[1]), table.columns, rotation=30, fontsize=8)
+        panel.set_yticks(range(table.shape[0]), table.index, fontsize=8)
+        panel.set_xlabel(col_axis)
+        panel.set_ylabel(row_axis)
+        for (i, j), value in np.ndenumerate(table.values):
+            panel.text(
+                j,
+                i,
+                "nan" if np.isnan(value) else f"{value:.3f}",
+                ha="center",
+                va="center",
+                color="white",
+                fontsize=7,
+            )
+        figure.colorbar(image, ax=panel, label="mean CV score")
+        figure.tight_layout()
+        figures[f"heatmap_{row_axis}_x_{col_axis}.png"] = figure
+    return figures
+
+
+def fit_time_figure(result: SearchResult) -> Figure:
+    """Mean fit time of each candidate, in rank order."""
+    frame = result.candidates.sort_values("rank_test_score")
+    figure, panel = plt.subplots(figsize=(max(4, 0.35 * len(frame) + 2), 3.2))
+    panel.bar([str(i) for i in frame.index], frame["mean_fit_time"], color="tab:orange")
+    panel.set_xlabel("candidate (rank order)")
+    panel.set_ylabel("mean fit time (s)")
+    figure.tight_layout()
+    return figure
+
+
+def learning_curves_figure(history: dict[str, list[float]]) -> Figure:
+    """Loss and accuracy per epoch (training and validation) of one fit."""
+    figure, (loss_panel, accuracy_panel) = plt.subplots(1, 2, figsize=(8, 3.2))
+    for name, values in history.items():
+        panel = accuracy_panel if "acc" in name else loss_panel
+        panel.plot(range(1, len(values) + 1), values, marker="o", label=name)
+    for panel, title in ((loss_panel, "loss"), (accuracy_panel, "accuracy")):
+        panel.set_xlabel("epoch")
+        panel.set_title(title)
+        panel.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_figure(confusion: np.ndarray) -> Figure:
+    """The test-set confusion matrix, true digit by predicted digit."""
+    figure, panel = plt.subplots(figsize=(5, 4.5))
+    image = panel.imshow(confusion, cmap="Blues")
+    panel.set_xticks(range(10))
+    panel.set_yticks(range(10))
+    panel.set_xlabel("predicted digit")
+    panel.set_ylabel("true digit")
+    for (i, j), value in np.ndenumerate(confusion):
+        panel.text(
+            j,
+            i,
+            str(value),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="white" if value > confusion.max() / 2 else "black",
+        )
+    figure.colorbar(image, ax=panel)
+    figure.tight_layout()
+    return figure

@@ -1,0 +1,91 @@
+"""Builds the scikit-learn search (grid, random or successive halving) over the estimator."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+from sklearn.base import BaseEstimator
+from sklearn.experimental import enable_halving_search_cv  # noqa: F401 - registers halving
+from sklearn.model_selection import (
+    GridSearchCV,
+    HalvingGridSearchCV,
+    HalvingRandomSearchCV,
+    ParameterGrid,
+    ParameterSampler,
+    RandomizedSearchCV,
+    StratifiedKFold,
+)
+from sklearn.model_selection._search import BaseSearchCV
+
+from mnist_hpo.config import SearchConfig
+
+
+def error_score(value: Any) -> float | str:
+    """``search.error_score`` as sklearn takes it: NaN, ``"raise"`` or a number."""
+    if value == "raise":
+        return "raise"
+    return np.nan if value in ("nan", None) else float(value)
+
+
+def build_cv(config: SearchConfig, seed: int) -> StratifiedKFold:
+    """Stratified, shuffled, seeded folds."""
+    return StratifiedKFold(n_splits=config.cv, shuffle=True, random_state=seed)
+
+
+def has_distributions(space: dict[str, Any]) -> bool:
+    """True when some axis is a distribution rather than a list."""
+    return any(not isinstance(values, list) for values in space.values())
+
+
+def build_search(
+    config: SearchConfig, estimator: BaseEstimator, space: dict[str, Any], seed: int
+) -> BaseSearchCV:
+    """Build the unfitted search that ``search.strategy`` names.
+
+    Args:
+        config: The ``search`` config group.
+        estimator: The unfitted estimator each candidate clones.
+        space: Parameter grid or distributions, from :func:`mnist_hpo.space.build_space`.
+        seed: Seeds the folds and any sampling.
+
+    Returns:
+        A GridSearchCV, RandomizedSearchCV, HalvingGridSearchCV or HalvingRandomSearchCV.
+    """
+    common = dict(
+        estimator=estimator,
+        scoring=config.scoring,
+        n_jobs=config.n_jobs,
+        refit=config.refit,
+        cv=build_cv(config, seed),
+        error_score=error_score(config.error_score),
+        return_train_score=config.return_train_score,
+    )
+    if config.strategy == "grid":
+        return GridSearchCV(param_grid=space, **common)
+    if config.strategy == "random":
+        return RandomizedSearchCV(
+            param_distributions=space, n_iter=config.n_iter, random_state=seed, **common
+        )
+    halving = dict(
+        resource=config.resource,
+        factor=config.factor,
+        min_resources=config.min_resources,
+        random_state=seed,
+        **common,
+    )
+    if config.resource == "epochs":
+        halving["max_resources"] = estimator.get_params()["epochs"]
+    if has_distributions(space):
+        return HalvingRandomSearchCV(param_distributions=space, n_candidates=config.n_candidates, **halving)
+    return HalvingGridSearchCV(param_grid=space, **halving)
+
+
+def candidate_params(search: BaseSearchCV) -> Iterable[dict[str, Any]]:
+    """The candidates the search will try first, as its own ``_run_search`` generates them."""
+    if isinstance(search, (HalvingGridSearchCV, HalvingRandomSearchCV)):
+        return search._generate_candidate_params()
+    if isinstance(search, RandomizedSearchCV):
+        return ParameterSampler(search.param_distributions, search.n_iter, random_state=search.random_state)
+    return ParameterGrid(search.param_grid)

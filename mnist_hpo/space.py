@@ -1,0 +1,73 @@
+"""Turns the ``grid`` config group into a scikit-learn parameter grid or distributions."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from scipy import stats
+
+from mnist_hpo.config import ConfigError
+
+DISTRIBUTIONS = {
+    "uniform": lambda low, high: stats.uniform(low, high - low),
+    "loguniform": stats.loguniform,
+    "randint": lambda low, high: stats.randint(low, high + 1),
+}
+
+
+def plain(value: Any) -> Any:
+    """Return ``value`` as plain Python containers (OmegaConf nodes resolved)."""
+    if isinstance(value, (DictConfig, ListConfig)):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
+def distribution(key: str, spec: Mapping[str, Any]) -> Any:
+    """Build the scipy distribution a ``{dist: ..., low: ..., high: ...}`` entry describes."""
+    name = spec.get("dist")
+    if name == "choice":
+        return list(spec["values"])
+    if name not in DISTRIBUTIONS:
+        valid = ", ".join([*DISTRIBUTIONS, "choice"])
+        raise ConfigError(f"grid.{key}.dist: unknown distribution {name!r}; valid: {valid}")
+    if set(spec) != {"dist", "low", "high"}:
+        raise ConfigError(f"grid.{key}: a {name} distribution takes exactly dist, low and high")
+    return DISTRIBUTIONS[name](spec["low"], spec["high"])
+
+
+def is_distribution(value: Any) -> bool:
+    """True for a ``{dist: ...}`` mapping rather than a list of values."""
+    return isinstance(value, Mapping)
+
+
+def build_space(grid: Mapping[str, Any], *, allow_distributions: bool) -> dict[str, Any]:
+    """Convert the grid config to sklearn's ``param_grid`` / ``param_distributions``.
+
+    Args:
+        grid: Estimator parameter (routed name) to a list of values or a distribution.
+        allow_distributions: Whether ``{dist: ...}`` entries are allowed (random search).
+
+    Returns:
+        A dict of lists (and scipy distributions where allowed).
+    """
+    space: dict[str, Any] = {}
+    for key, value in plain(grid).items():
+        if is_distribution(value):
+            if not allow_distributions:
+                raise ConfigError(
+                    f"grid.{key}: distributions need search.strategy=random (or halving with "
+                    "distributions); a grid search needs a list of values"
+                )
+            space[key] = distribution(key, value)
+        elif isinstance(value, list) and value:
+            space[key] = value
+        else:
+            raise ConfigError(f"grid.{key}: expected a non-empty list of values, got {value!r}")
+    return space
+
+
+def values_of(space: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """The listed values of each axis (distributions excluded), for validation."""
+    return {key: value for key, value in space.items() if isinstance(value, list)}

@@ -1,0 +1,163 @@
+"""An sklearn callback that records candidate runs, fold runs and per-epoch curves in MLflow.
+
+It rides scikit-learn's callback API, so the search itself tells it which candidate and fold
+each fit is, in the main process or in any worker the search's joblib backend started.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from mlflow.entities import Metric, Param, RunStatus
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from sklearn.callback import CallbackContext
+
+from mnist_hpo.search import candidate_params
+from mnist_hpo.tracking.store import Store
+
+LEVEL = "mnist_hpo.level"
+SEARCH_RUN = "mnist_hpo.search_run_id"
+CANDIDATE = "mnist_hpo.candidate"
+FOLD = "mnist_hpo.fold"
+ITERATION = "mnist_hpo.iteration"
+ERROR = "mnist_hpo.error"
+
+EVALUATION_TASK = "candidate-split-evaluation"
+REFIT_TASK = "refit-with-best-params"
+
+
+def candidate_key(params: dict[str, Any], axes: list[str]) -> str:
+    """A canonical text for one candidate: its values on the search axes."""
+    return json.dumps({axis: params[axis] for axis in sorted(axes)}, sort_keys=True, default=str)
+
+
+def task_path(context: CallbackContext) -> tuple[int, ...]:
+    """The ids from the root task down to ``context``: unique within one search fit."""
+    path = []
+    while context is not None:
+        path.append(context.task_id)
+        context = context.parent
+    return tuple(reversed(path))
+
+
+def params_batch(params: dict[str, Any]) -> list[Param]:
+    """MLflow params from a dict, values as text."""
+    return [Param(key, str(value)[:6000]) for key, value in params.items()]
+
+
+class FoldLogger:
+    """Auto-propagated sklearn callback: one MLflow run per candidate and per (candidate, fold).
+
+    Candidate runs are made in the main process when the search task begins, so they exist
+    before any worker needs one; fold runs are made by whichever process fits the fold and
+    attach to their candidate by the candidate's parameter values, never by arrival order.
+
+    Args:
+        store: The tracking store; workers open their own client from its URI.
+        experiment_id: The experiment holding the search run.
+        search_run_id: The parent search run.
+        n_splits: Folds per candidate, to turn a task id into a fold index.
+    """
+
+    max_propagation_depth = None
+
+    def __init__(self, store: Store, experiment_id: str, search_run_id: str, n_splits: int) -> None:
+        self.store = store
+        self.experiment_id = experiment_id
+        self.search_run_id = search_run_id
+        self.n_splits = n_splits
+        self.axes: list[str] = []
+        self.candidate_runs: dict[str, str] = {}
+        self.fold_runs: dict[tuple[int, ...], str] = {}
+
+    def setup(self, estimator: Any, context: CallbackContext) -> None:
+        """Nothing to open: clients are made per process, on first use."""
+
+    def teardown(self, estimator: Any, context: CallbackContext) -> None:
+        """Nothing to close."""
+
+    def on_fit_task_begin(self, estimator: Any, context: CallbackContext, *, X=None) -> None:
+        """Create candidate runs when the search starts, a fold run when a fold fit starts."""
+        if context.task_name == "search" and context.parent is not None and context.parent.parent is None:
+            self.create_candidate_runs(estimator)
+        elif context.source_task_name == EVALUATION_TASK:
+            self.fold_runs[task_path(context)] = self.create_fold_run(estimator, context, X)
+        elif context.source_task_name == REFIT_TASK:
+            self.fold_runs[task_path(context)] = self.create_run(
+                "refit", self.search_run_id, {LEVEL: "refit"}
+            )
+
+    def on_fit_task_end(self, estimator: Any, context: CallbackContext, *, fitted_estimator=None) -> None:
+        """Log an epoch's metrics, or close a fold run with its outcome."""
+        if context.task_name == "epoch" and context.parent is not None:
+            run_id = self.fold_runs.get(task_path(context.parent))
+            if run_id is not None and fitted_estimator is not None:
+                self.log_epoch(run_id, fitted_estimator.history_)
+        else:
+            run_id = self.fold_runs.pop(task_path(context), None)
+            if run_id is not None:
+                self.close_fold_run(run_id, getattr(estimator, "fit_error_", None))
+
+    def create_run(self, name: str, parent_id: str, tags: dict[str, str]) -> str:
+        """Create a child run of ``parent_id`` and return its id."""
+        run = self.store.client().create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={MLFLOW_PARENT_RUN_ID: parent_id, SEARCH_RUN: self.search_run_id, **tags},
+        )
+        return run.info.run_id
+
+    def create_candidate_runs(self, search: Any) -> None:
+        """One run per candidate the search will try, keyed by its parameter values."""
+        client = self.store.client()
+        candidates = list(candidate_params(search))
+        self.axes = sorted(candidates[0]) if candidates else []
+        for index, params in enumerate(candidates):
+            key = candidate_key(params, self.axes)
+            if key in self.candidate_runs:
+                continue
+            run_id = self.create_run(
+                f"candidate-{index:03d}", self.search_run_id, {LEVEL: "candidate", CANDIDATE: key}
+            )
+            client.log_batch(run_id, params=params_batch(params))
+            self.candidate_runs[key] = run_id
+
+    def create_fold_run(self, estimator: Any, context: CallbackContext, X: Any) -> str:
+        """Create the run of one (candidate, fold) fit under its candidate run."""
+        key = candidate_key(estimator.get_params(), self.axes)
+        fold = context.task_id % self.n_splits
+        iteration = context.parent.task_id if context.parent.task_name == "halving-iteration" else 0
+        tags = {LEVEL: "fold", CANDIDATE: key, FOLD: str(fold), ITERATION: str(iteration)}
+        run_id = self.create_run(f"fold-{fold}", self.candidate_runs[key], tags)
+        n_train = len(X) if X is not None else 0
+        n_validation = int(n_train * estimator.validation_split)
+        self.store.client().log_batch(
+            run_id,
+            params=params_batch(
+                {
+                    "fold": fold,
+                    "iteration": iteration,
+                    "train_size": n_train - n_validation,
+                    "validation_size": n_validation,
+                    "epochs": estimator.epochs,
+                }
+            ),
+        )
+        return run_id
+
+    def log_epoch(self, run_id: str, history: dict[str, list[float]]) -> None:
+        """Log the newest epoch of every Keras metric with ``step=epoch``."""
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(name, values[-1], now, len(values) - 1) for name, values in history.items() if values
+        ]
+        self.store.client().log_batch(run_id, metrics=metrics)
+
+    def close_fold_run(self, run_id: str, error: str | None) -> None:
+        """Mark a fold run FINISHED, or FAILED with the reason as a tag."""
+        client = self.store.client()
+        if error:
+            client.set_tag(run_id, ERROR, error[:5000])
+        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED if error else RunStatus.FINISHED))

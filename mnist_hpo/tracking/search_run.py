@@ -1,0 +1,209 @@
+"""The MLflow search run: its params and tags, its children's results, artifacts and model."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import Any
+
+import mlflow
+import numpy as np
+from matplotlib.figure import Figure
+from mlflow.entities import Metric, RunStatus
+from mlflow.models import infer_signature
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+from mnist_hpo.evaluation import SearchResult
+from mnist_hpo.tracking.fold_logger import (
+    CANDIDATE,
+    ERROR,
+    FOLD,
+    LEVEL,
+    SEARCH_RUN,
+    FoldLogger,
+    candidate_key,
+    params_batch,
+)
+from mnist_hpo.tracking.store import Store, experiment_id
+
+BEST_CANDIDATE = "mnist_hpo.best_candidate_run_id"
+SWEEP_RUN = "mnist_hpo.sweep_run_id"
+MAX_PARAMS_PER_BATCH = 100
+
+
+@dataclass(frozen=True)
+class SearchRunSpec:
+    """Everything the search run records up front, prepared by the runner."""
+
+    experiment: str
+    run_name: str
+    params: dict[str, Any]
+    tags: dict[str, str]
+    config_yaml: str
+    sweep_run_id: str | None = None
+    registered_model_name: str | None = None
+    log_model: bool = True
+    pip_requirements: list[str] = field(default_factory=list)
+
+
+def metrics_batch(values: dict[str, float], step: int = 0) -> list[Metric]:
+    """MLflow metrics from a dict, skipping non-finite values (MLflow cannot chart NaN)."""
+    now = int(time.time() * 1000)
+    return [
+        Metric(key, float(value), now, step) for key, value in values.items() if math.isfinite(float(value))
+    ]
+
+
+class SearchRun:
+    """Context manager around one search's MLflow run and everything nested under it.
+
+    On a clean exit the search run is FINISHED. If the block raises, the search run and any
+    child still RUNNING end FAILED (KILLED for Ctrl-C), so no run is left RUNNING.
+    """
+
+    def __init__(self, store: Store, spec: SearchRunSpec) -> None:
+        self.store = store
+        self.spec = spec
+        self.client = store.client()
+        self.experiment_id = ""
+        self.run_id = ""
+
+    def __enter__(self) -> SearchRun:
+        self.experiment_id = experiment_id(self.store, self.spec.experiment)
+        tags = {LEVEL: "search", **self.spec.tags}
+        if self.spec.sweep_run_id:
+            tags |= {MLFLOW_PARENT_RUN_ID: self.spec.sweep_run_id, SWEEP_RUN: self.spec.sweep_run_id}
+        run = self.client.create_run(self.experiment_id, run_name=self.spec.run_name, tags=tags)
+        self.run_id = run.info.run_id
+        self.client.set_tag(self.run_id, SEARCH_RUN, self.run_id)
+        items = list(self.spec.params.items())
+        for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
+            self.client.log_batch(
+                self.run_id, params=params_batch(dict(items[start : start + MAX_PARAMS_PER_BATCH]))
+            )
+        self.client.log_text(self.run_id, self.spec.config_yaml, "config.yaml")
+        return self
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
+    ) -> None:
+        if kind is None:
+            self.close_children(RunStatus.FAILED, "the search ended before this run finished")
+            self.client.set_terminated(self.run_id, "FINISHED")
+            return
+        status = RunStatus.KILLED if issubclass(kind, KeyboardInterrupt) else RunStatus.FAILED
+        reason = f"{kind.__name__}: {error}"[:5000]
+        self.close_children(status, reason)
+        self.client.set_tag(self.run_id, ERROR, reason)
+        self.client.set_terminated(self.run_id, RunStatus.to_string(status))
+
+    def descendants(self, level: str | None = None) -> list[Any]:
+        """Every run of this search below the search run (optionally one level only)."""
+        query = f"tags.`{SEARCH_RUN}` = '{self.run_id}' and tags.`{LEVEL}` != 'search'"
+        if level:
+            query = f"tags.`{SEARCH_RUN}` = '{self.run_id}' and tags.`{LEVEL}` = '{level}'"
+        return self.client.search_runs([self.experiment_id], query, max_results=50000)
+
+    def close_children(self, status: int, reason: str) -> None:
+        """End every descendant still RUNNING with ``status`` and the reason as a tag."""
+        for run in self.descendants():
+            if run.info.status == "RUNNING":
+                self.client.set_tag(run.info.run_id, ERROR, reason)
+                self.client.set_terminated(run.info.run_id, RunStatus.to_string(status))
+
+    def fold_logger(self, n_splits: int) -> FoldLogger:
+        """The sklearn callback that fills this search run's candidate and fold runs."""
+        return FoldLogger(self.store, self.experiment_id, self.run_id, n_splits)
+
+    def record_candidates(self, result: SearchResult) -> None:
+        """Log each candidate's CV results to its run, each fold's scores to its fold run."""
+        candidates = {run.data.tags[CANDIDATE]: run for run in self.descendants("candidate")}
+        folds = {
+            (
+                run.data.tags[CANDIDATE],
+                run.data.tags[FOLD],
+                run.data.tags.get("mnist_hpo.iteration", "0"),
+            ): run
+            for run in self.descendants("fold")
+        }
+        frame = result.candidates
+        best_key = candidate_key(result.best_params, result.axes)
+        for _, row in frame.iterrows():
+            key = candidate_key(row[result.axes].to_dict(), result.axes)
+            run = candidates.get(key)
+            if run is None:
+                continue
+            step = int(row.get("iter", 0))
+            values = {
+                name: row[name]
+                for name in frame.columns
+                if name.endswith(("_score", "_time")) and name in row
+            }
+            values |= {"rank_test_score": row["rank_test_score"]}
+            self.client.log_batch(run.info.run_id, metrics=metrics_batch(values, step))
+            if "iter" in frame:
+                self.client.set_tag(run.info.run_id, "mnist_hpo.iteration_reached", str(step))
+            if row["failed"]:
+                self.client.set_tag(run.info.run_id, "mnist_hpo.failed", "true")
+                reasons = {
+                    fold.data.tags.get(ERROR)
+                    for k, fold in folds.items()
+                    if k[0] == key and fold.data.tags.get(ERROR)
+                }
+                self.client.set_tag(run.info.run_id, ERROR, "; ".join(sorted(reasons))[:5000] or "fit failed")
+            for split in range(result.n_splits):
+                fold = folds.get((key, str(split), str(step)))
+                if fold is not None:
+                    scores = {
+                        name: row[f"split{split}_{name}"]
+                        for name in ("test_score", "train_score")
+                        if f"split{split}_{name}" in row
+                    }
+                    self.client.log_batch(fold.info.run_id, metrics=metrics_batch(scores))
+            status = RunStatus.FAILED if row["failed"] else RunStatus.FINISHED
+            self.client.set_terminated(run.info.run_id, RunStatus.to_string(status))
+        if best_key in candidates:
+            best_id = candidates[best_key].info.run_id
+            self.client.set_tag(best_id, "mnist_hpo.best", "true")
+            self.client.set_tag(self.run_id, BEST_CANDIDATE, best_id)
+
+    def record_result(self, result: SearchResult, tags: dict[str, str]) -> None:
+        """Log the search's headline metrics and extra tags."""
+        values = {"best_cv_score": result.best_score}
+        if result.test is not None:
+            values |= result.test.metrics()
+        self.client.log_batch(self.run_id, metrics=metrics_batch(values))
+        for name, value in tags.items():
+            self.client.set_tag(self.run_id, name, value)
+
+    def log_figures(self, figures: dict[str, Figure]) -> None:
+        """Log each figure as a PNG artifact under ``plots/``."""
+        for name, figure in figures.items():
+            self.client.log_figure(self.run_id, figure, f"plots/{name}")
+
+    def log_file(self, path: Path) -> None:
+        """Log one local file at the artifact root."""
+        self.client.log_artifact(self.run_id, str(path))
+
+    def log_model(self, estimator: Any, images: np.ndarray) -> str:
+        """Log the best estimator as an MLflow model (pyfunc predicts digits); return its URI."""
+        example = images[:5]
+        signature = infer_signature(example, estimator.predict(example))
+        mlflow.set_tracking_uri(self.store.uri)
+        # The fluent API is the only way to log a model; call this last, since leaving
+        # ``start_run`` marks the search run FINISHED.
+        with mlflow.start_run(run_id=self.run_id):
+            info = mlflow.sklearn.log_model(
+                estimator,
+                name="model",
+                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+                signature=signature,
+                input_example=example,
+                pip_requirements=self.spec.pip_requirements or None,
+                registered_model_name=self.spec.registered_model_name,
+            )
+            self.client.set_tag(self.run_id, "mnist_hpo.model_uri", info.model_uri)
+        return info.model_uri

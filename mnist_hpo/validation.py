@@ -1,0 +1,139 @@
+"""Checks a composed config before anything trains, raising one-line ``ConfigError``s."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mnist_hpo import choices
+from mnist_hpo.config import ConfigError, ModelConfig
+from mnist_hpo.params import CONFIG_KEYS, estimator_params
+from mnist_hpo.space import build_space, values_of
+
+Check = Callable[[str, Any], None]
+
+
+def one_of(valid: Sequence[str]) -> Check:
+    """A check that a value is one of ``valid``."""
+
+    def check(key: str, value: Any) -> None:
+        if value not in valid:
+            raise ConfigError(f"{key}: unknown value {value!r}; valid: {', '.join(valid)}")
+
+    return check
+
+
+def number(low: float, high: float | None = None, *, integer: bool = False, closed_low: bool = True) -> Check:
+    """A check that a value is a number (an int when ``integer``) within [low, high)."""
+
+    def check(key: str, value: Any) -> None:
+        kind = int if integer else (int, float)
+        low_ok = value >= low if closed_low else value > low
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, kind)
+            or not low_ok
+            or (high is not None and value >= high)
+        ):
+            bound = f"{'>=' if closed_low else '>'} {low}" + (f" and < {high}" if high is not None else "")
+            noun = "an integer" if integer else "a number"
+            raise ConfigError(f"{key}: {value!r} must be {noun} {bound}")
+
+    return check
+
+
+def filters(key: str, value: Any) -> None:
+    """A check that conv filters are a non-empty list of positive integers."""
+    if not isinstance(value, list) or not value:
+        raise ConfigError(f"{key}: {value!r} must be a non-empty list of filter counts, e.g. [32, 64]")
+    for item in value:
+        number(1, integer=True)(key, item)
+
+
+def jit_compile(key: str, value: Any) -> None:
+    """A check for Keras' ``jit_compile``: true, false or auto."""
+    if value not in (True, False, "auto"):
+        raise ConfigError(f"{key}: {value!r} must be true, false or auto")
+
+
+RULES: dict[str, Check] = {
+    "model__conv_filters": filters,
+    "model__kernel_size": number(1, integer=True),
+    "model__padding": one_of(choices.PADDINGS),
+    "model__pool_size": number(0, integer=True),
+    "model__dense_units": number(0, integer=True),
+    "model__dropout_conv": number(0, 1),
+    "model__dropout_dense": number(0, 1),
+    "model__activation": one_of(choices.ACTIVATIONS),
+    "model__kernel_initializer": one_of(choices.INITIALIZERS),
+    "optimizer": one_of(choices.OPTIMIZERS),
+    "optimizer__learning_rate": number(0, closed_low=False),
+    "optimizer__momentum": number(0, 1),
+    "loss": one_of(choices.LOSSES),
+    "epochs": number(1, integer=True),
+    "batch_size": number(1, integer=True),
+    "validation_split": number(0, 1),
+    "compile__steps_per_execution": number(1, integer=True),
+    "compile__jit_compile": jit_compile,
+}
+
+
+def validate_model(model: ModelConfig) -> None:
+    """Check every ``model.*`` value."""
+    for routed, value in estimator_params(model).items():
+        RULES[routed](CONFIG_KEYS[routed], value)
+
+
+def validate_grid(grid: Any, allow_distributions: bool) -> None:
+    """Check the grid is non-empty, names estimator parameters and lists valid values."""
+    if not grid:
+        raise ConfigError("grid: the search space is empty; give at least one parameter with values")
+    unknown = [key for key in grid if key not in RULES]
+    if unknown:
+        raise ConfigError(f"grid.{unknown[0]}: not an estimator parameter; valid: {', '.join(RULES)}")
+    for key, values in values_of(build_space(grid, allow_distributions=allow_distributions)).items():
+        for value in values:
+            RULES[key](f"grid.{key}", value)
+
+
+def validate_search(search: Any) -> None:
+    """Check the ``search`` group."""
+    one_of(choices.STRATEGIES)("search.strategy", search.strategy)
+    number(2, integer=True)("search.cv", search.cv)
+    if isinstance(search.n_jobs, bool) or not isinstance(search.n_jobs, int) or search.n_jobs == 0:
+        raise ConfigError(f"search.n_jobs: {search.n_jobs!r} must be a non-zero integer (-1 = all cores)")
+    if search.error_score not in ("nan", "raise") and not isinstance(search.error_score, (int, float)):
+        raise ConfigError(f"search.error_score: {search.error_score!r} must be nan, raise or a number")
+    number(1, integer=True)("search.n_iter", search.n_iter)
+    one_of(choices.HALVING_RESOURCES)("search.resource", search.resource)
+    number(2, integer=True)("search.factor", search.factor)
+    for key in ("min_resources", "n_candidates"):
+        value = search[key]
+        if value != "exhaust" and not (isinstance(value, int) and value >= 1):
+            raise ConfigError(f"search.{key}: {value!r} must be exhaust or a positive integer")
+
+
+def validate_data(data: Any) -> None:
+    """Check the ``data`` group (file contents are checked when loaded, still before training)."""
+    one_of(choices.DATA_SOURCES)("data.source", data.source)
+    if data.source == "path" and not data.path:
+        raise ConfigError("data.path: data.source=path needs data.path set to an MNIST .npz or IDX folder")
+    for key in ("train_size", "test_size"):
+        if data[key] is not None:
+            number(10, integer=True)(f"data.{key}", data[key])
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Check the whole composed config; raise :class:`ConfigError` on the first bad value."""
+    one_of(choices.BACKENDS)("backend", cfg.backend)
+    one_of(choices.DEVICES)("device", cfg.device)
+    validate_model(OmegaConf.to_object(cfg.model))
+    validate_data(cfg.data)
+    validate_search(cfg.search)
+    validate_grid(cfg.grid, allow_distributions=cfg.search.strategy != "grid")
+    if cfg.search.strategy == "halving" and cfg.search.resource in cfg.grid:
+        raise ConfigError(
+            f"grid.{cfg.search.resource}: it is the halving resource, so it cannot be a grid axis"
+        )

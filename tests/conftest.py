@@ -1,0 +1,62 @@
+"""Shared fixtures: composed configs, a CLI runner, and one smoke search reused by many tests."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+
+from mnist_hpo.config import register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+SMOKE_EPOCHS = 3
+SMOKE_FOLDS = 2
+SMOKE_CANDIDATES = 2
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+register_configs()
+
+
+def compose_config(*overrides: str) -> DictConfig:
+    """The config ``python -m mnist_hpo <overrides>`` would run."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose("config", overrides=list(overrides))
+
+
+def run_cli(*args: str, cwd: Path, timeout: int = 600, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """Run ``python -m mnist_hpo ARGS`` in ``cwd`` as a user would."""
+    return subprocess.run(
+        [sys.executable, "-m", "mnist_hpo", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "COLUMNS": "160", **(env or {})},
+    )
+
+
+def store_uri(folder: Path) -> str:
+    """The default local store URI for a launch from ``folder``."""
+    return f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"
+
+
+@pytest.fixture
+def cli() -> Callable[..., subprocess.CompletedProcess]:
+    """The CLI runner."""
+    return run_cli
+
+
+@pytest.fixture(scope="session")
+def smoke_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    """One real smoke search through the CLI, launched from a fresh folder."""
+    folder = tmp_path_factory.mktemp("smoke")
+    result = run_cli("experiment=smoke", "hydra.run.dir=outputs/smoke", cwd=folder)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder, result

@@ -1,0 +1,102 @@
+"""The product end to end through its command line: real training, real MLflow store."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import SMOKE_CANDIDATES, SMOKE_EPOCHS, SMOKE_FOLDS, store_uri
+from mlflow import MlflowClient
+from mlflow_tree import parent_of, runs_by_level
+
+from mnist_hpo.data import read_embedded
+
+
+def assert_complete_tree(uri: str, candidates: int, folds: int, epochs: int) -> None:
+    """One search run, ``candidates`` candidate runs under it, ``folds`` fold runs under each."""
+    levels = runs_by_level(uri)
+    (search,) = levels["search"]
+    assert len(levels["candidate"]) == candidates
+    assert {parent_of(run) for run in levels["candidate"]} == {search.info.run_id}
+    assert len(levels["fold"]) == candidates * folds
+    candidate_ids = {run.info.run_id: run for run in levels["candidate"]}
+    per_candidate = Counter(parent_of(run) for run in levels["fold"])
+    assert set(per_candidate) == set(candidate_ids) and set(per_candidate.values()) == {folds}
+    client = MlflowClient(uri)
+    for fold in levels["fold"]:
+        # A fold belongs to the candidate whose parameters it trained with.
+        assert fold.data.tags["mnist_hpo.candidate"] == candidate_ids[parent_of(fold)].data.tags["mnist_hpo.candidate"]
+        history = client.get_metric_history(fold.info.run_id, "loss")
+        assert sorted(point.step for point in history) == list(range(epochs))
+        assert "test_score" in fold.data.metrics
+    statuses = {run.info.status for runs in levels.values() for run in runs}
+    assert statuses == {"FINISHED"}
+    assert search.data.tags["mnist_hpo.best_candidate_run_id"] in candidate_ids
+    assert {"best_cv_score", "test_accuracy", "test_f1_macro"} <= set(search.data.metrics)
+
+
+def test_smoke_search_prints_ranked_table_and_writes_cv_results(smoke_run):
+    folder, result = smoke_run
+    assert "Candidates (ranked by mean CV score)" in result.stdout
+    assert "test_accuracy" in result.stdout
+    frame = pd.read_csv(folder / "outputs" / "smoke" / "cv_results.csv")
+    assert len(frame) == SMOKE_CANDIDATES
+    assert {"rank_test_score", "split0_test_score", "split1_test_score", "mean_fit_time"} <= set(frame.columns)
+
+
+def test_smoke_search_builds_the_full_mlflow_tree(smoke_run):
+    folder, _ = smoke_run
+    assert_complete_tree(store_uri(folder), SMOKE_CANDIDATES, SMOKE_FOLDS, SMOKE_EPOCHS)
+
+
+def test_best_estimator_is_a_loadable_model_that_predicts_digits(smoke_run):
+    folder, _ = smoke_run
+    (search,) = runs_by_level(store_uri(folder))["search"]
+    mlflow.set_tracking_uri(store_uri(folder))
+    model = mlflow.pyfunc.load_model(search.data.tags["mnist_hpo.model_uri"])
+    images = (read_embedded()["x_test"][:16].astype(np.float32) / 255.0)[..., None]
+    digits = np.asarray(model.predict(images))
+    assert digits.shape == (16,) and set(digits.tolist()) <= set(range(10))
+    artifacts = {item.path for item in MlflowClient(store_uri(folder)).list_artifacts(search.info.run_id, "plots")}
+    assert {"plots/confusion_matrix.png", "plots/scores_by_axis.png", "plots/learning_curves_best.png"} <= artifacts
+
+
+def test_search_run_records_config_data_and_environment(smoke_run):
+    folder, _ = smoke_run
+    (search,) = runs_by_level(store_uri(folder))["search"]
+    assert search.data.params["model__activation"] == "relu"
+    assert search.data.params["search.cv"] == str(SMOKE_FOLDS)
+    tags = search.data.tags
+    assert tags["mnist_hpo.preset"] == "smoke"
+    assert tags["data.train_size"] == "600" and len(tags["data.fingerprint"]) == 16
+    assert tags["keras.backend"] == "tensorflow" and "version.scikit-learn" in tags
+
+
+@pytest.mark.slow
+def test_parallel_fits_build_the_same_tree(cli, tmp_path):
+    result = cli("experiment=smoke", "search.n_jobs=2", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_complete_tree(store_uri(tmp_path), SMOKE_CANDIDATES, SMOKE_FOLDS, SMOKE_EPOCHS)
+
+
+@pytest.mark.slow
+def test_multirun_groups_searches_under_one_sweep(cli, tmp_path):
+    result = cli("-m", "experiment=smoke", "model.dense_units=8,16", "search.progress=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    levels = runs_by_level(store_uri(tmp_path))
+    (sweep,) = levels["sweep"]
+    assert len(levels["search"]) == 2
+    assert {parent_of(run) for run in levels["search"]} == {sweep.info.run_id}
+    assert sweep.info.status == "FINISHED"
+    assert sweep.data.tags["mnist_hpo.best_search_run_id"] in {run.info.run_id for run in levels["search"]}
+
+
+def test_unknown_activation_fails_at_once_naming_key_and_choices(cli, tmp_path):
+    result = cli("model.activation=softplusx", cwd=tmp_path)
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: model.activation: unknown value 'softplusx'; valid: sigmoid, relu")
+    assert runs_by_level(store_uri(tmp_path)).get("search") is None
