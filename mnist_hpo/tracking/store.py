@@ -79,7 +79,12 @@ def experiment_id(store: Store, name: str) -> str:
     if experiment is not None:
         return experiment.experiment_id
     try:
-        return client.create_experiment(name, artifact_location=store.artifact_root)
+        # The kind tag makes the UI open the experiment on its training runs, not GenAI traces.
+        return client.create_experiment(
+            name,
+            artifact_location=store.artifact_root,
+            tags={"mlflow.experimentKind": "custom_model_development"},
+        )
     except mlflow.exceptions.MlflowException:
         # Another job of the same sweep created it between our lookup and create.
         return client.get_experiment_by_name(name).experiment_id
