@@ -150,9 +150,7 @@ def load_data(config: DataConfig, seed: int) -> MnistData:
     x_train, y_train = stratified_subset(
         arrays["x_train"], arrays["y_train"], config.train_size, seed, "data.train_size"
     )
-    x_test, y_test = stratified_subset(
-        arrays["x_test"], arrays["y_test"], config.test_size, seed, "data.test_size"
-    )
+    x_test, y_test = stratified_subset(arrays["x_test"], arrays["y_test"], config.test_size, seed, "data.test_size")
     return MnistData(
         x_train=prepare_images(x_train),
         y_train=y_train.astype(np.int64),

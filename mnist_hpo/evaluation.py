@@ -47,9 +47,7 @@ class SearchResult:
 def score_on_test(estimator: Any, x_test: np.ndarray, y_test: np.ndarray) -> TestScores:
     """Accuracy, macro precision/recall/F1 and the confusion matrix on the test set."""
     predicted = estimator.predict(x_test)
-    precision, recall, f1, _ = precision_recall_fscore_support(
-        y_test, predicted, average="macro", zero_division=0
-    )
+    precision, recall, f1, _ = precision_recall_fscore_support(y_test, predicted, average="macro", zero_division=0)
     return TestScores(
         accuracy=float(accuracy_score(y_test, predicted)),
         precision_macro=float(precision),

@@ -41,9 +41,7 @@ def candidate_table(result: SearchResult) -> Table:
         cells += [f"{row[f'split{k}_test_score']:.4f}" for k in range(result.n_splits)]
         cells.append(f"{row['mean_fit_time']:.1f}")
         cells.append(
-            "[red]failed[/red]"
-            if row["failed"]
-            else ("[green]best[/green]" if index == result.best_index else "")
+            "[red]failed[/red]" if row["failed"] else ("[green]best[/green]" if index == result.best_index else "")
         )
         table.add_row(*cells)
     return table

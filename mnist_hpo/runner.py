@@ -70,9 +70,7 @@ def package_versions() -> dict[str, str]:
 def git_commit(folder: Path) -> str | None:
     """The commit checked out in ``folder``, when it is a git work tree."""
     try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5
-        )
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True, timeout=5)
     except (OSError, subprocess.SubprocessError):
         return None
     return out.stdout.strip() or None
@@ -189,7 +187,5 @@ def run(cfg: DictConfig, job: JobContext, console: Console | None = None) -> flo
     console.print(result_view(result))
     console.print(f"cv_results.csv: {csv_path}")
     if tracker is not None:
-        console.print(
-            f"MLflow: experiment {cfg.tracking.experiment!r}, search run {tracker.run_id} ({store.uri})"
-        )
+        console.print(f"MLflow: experiment {cfg.tracking.experiment!r}, search run {tracker.run_id} ({store.uri})")
     return result.best_score

@@ -53,9 +53,7 @@ def describe_device(device: str) -> str:
     """``gpu`` or ``cpu``; raise when ``device=gpu`` but no GPU is visible."""
     gpus = visible_gpus() if device != "cpu" else 0
     if device == "gpu" and gpus == 0:
-        raise ConfigError(
-            "device: gpu was asked for but the Keras backend sees no GPU; use device=cpu or auto"
-        )
+        raise ConfigError("device: gpu was asked for but the Keras backend sees no GPU; use device=cpu or auto")
     return f"gpu x{gpus}" if gpus else "cpu"
 
 

@@ -39,9 +39,7 @@ def has_distributions(space: dict[str, Any]) -> bool:
     return any(not isinstance(values, list) for values in space.values())
 
 
-def build_search(
-    config: SearchConfig, estimator: BaseEstimator, space: dict[str, Any], seed: int
-) -> BaseSearchCV:
+def build_search(config: SearchConfig, estimator: BaseEstimator, space: dict[str, Any], seed: int) -> BaseSearchCV:
     """Build the unfitted search that ``search.strategy`` names.
 
     Args:
@@ -65,9 +63,7 @@ def build_search(
     if config.strategy == "grid":
         return GridSearchCV(param_grid=space, **common)
     if config.strategy == "random":
-        return RandomizedSearchCV(
-            param_distributions=space, n_iter=config.n_iter, random_state=seed, **common
-        )
+        return RandomizedSearchCV(param_distributions=space, n_iter=config.n_iter, random_state=seed, **common)
     halving = dict(
         resource=config.resource,
         factor=config.factor,

@@ -29,13 +29,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--store-dir", type=Path, default=Path("mlruns"), help="the store folder (default: ./mlruns)")
     parser.add_argument("--port", type=int, default=5000)
     parser.add_argument(
-        "--host", default=LOCAL_HOST, help="interface to bind; anything but 127.0.0.1 exposes your runs to the network"
+        "--host",
+        default=LOCAL_HOST,
+        help="interface to bind; anything but 127.0.0.1 exposes your runs to the network",
     )
     args = parser.parse_args(argv)
     if not (args.store_dir / "mlflow.db").exists():
         parser.error(f"--store-dir: no MLflow store at {args.store_dir.resolve()}; run a search first")
     if args.host != LOCAL_HOST:
-        print(f"warning: serving on {args.host}: anyone who can reach this host can read your runs", file=sys.stderr)
+        print(
+            f"warning: serving on {args.host}: anyone who can reach this host can read your runs",
+            file=sys.stderr,
+        )
     print(f"MLflow UI: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
     command = server_command(args.store_dir, args.host, args.port)
     os.execv(command[0], command)

@@ -31,12 +31,7 @@ def number(low: float, high: float | None = None, *, integer: bool = False, clos
     def check(key: str, value: Any) -> None:
         kind = int if integer else (int, float)
         low_ok = value >= low if closed_low else value > low
-        if (
-            isinstance(value, bool)
-            or not isinstance(value, kind)
-            or not low_ok
-            or (high is not None and value >= high)
-        ):
+        if isinstance(value, bool) or not isinstance(value, kind) or not low_ok or (high is not None and value >= high):
             bound = f"{'>=' if closed_low else '>'} {low}" + (f" and < {high}" if high is not None else "")
             noun = "an integer" if integer else "a number"
             raise ConfigError(f"{key}: {value!r} must be {noun} {bound}")
@@ -134,6 +129,4 @@ def validate_config(cfg: DictConfig) -> None:
     validate_search(cfg.search)
     validate_grid(cfg.grid, allow_distributions=cfg.search.strategy != "grid")
     if cfg.search.strategy == "halving" and cfg.search.resource in cfg.grid:
-        raise ConfigError(
-            f"grid.{cfg.search.resource}: it is the halving resource, so it cannot be a grid axis"
-        )
+        raise ConfigError(f"grid.{cfg.search.resource}: it is the halving resource, so it cannot be a grid axis")

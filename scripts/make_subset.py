@@ -29,10 +29,7 @@ def main() -> None:
         x_train, y_train = stratified_take(full["x_train"], full["y_train"], args.train, args.seed)
         x_test, y_test = stratified_take(full["x_test"], full["y_test"], args.test, args.seed)
     np.savez_compressed(args.out, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
-    print(
-        f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): "
-        f"{len(y_train)} train, {len(y_test)} test images"
-    )
+    print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.2f} MB): {len(y_train)} train, {len(y_test)} test images")
 
 
 if __name__ == "__main__":

@@ -61,7 +61,11 @@ def test_best_estimator_is_a_loadable_model_that_predicts_digits(smoke_run):
     digits = np.asarray(model.predict(images))
     assert digits.shape == (16,) and set(digits.tolist()) <= set(range(10))
     artifacts = {item.path for item in MlflowClient(store_uri(folder)).list_artifacts(search.info.run_id, "plots")}
-    assert {"plots/confusion_matrix.png", "plots/scores_by_axis.png", "plots/learning_curves_best.png"} <= artifacts
+    assert {
+        "plots/confusion_matrix.png",
+        "plots/scores_by_axis.png",
+        "plots/learning_curves_best.png",
+    } <= artifacts
 
 
 def test_search_run_records_config_data_and_environment(smoke_run):
@@ -76,10 +80,39 @@ def test_search_run_records_config_data_and_environment(smoke_run):
 
 
 @pytest.mark.slow
-def test_parallel_fits_build_the_same_tree(cli, tmp_path):
-    result = cli("experiment=smoke", "search.n_jobs=2", cwd=tmp_path)
+def test_parallel_fits_build_the_same_tree_and_register_the_model(cli, tmp_path):
+    result = cli("experiment=smoke", "search.n_jobs=2", "tracking.registered_model_name=mnist-cnn", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_complete_tree(store_uri(tmp_path), SMOKE_CANDIDATES, SMOKE_FOLDS, SMOKE_EPOCHS)
+    mlflow.set_tracking_uri(store_uri(tmp_path))
+    images = (read_embedded()["x_test"][:4].astype(np.float32) / 255.0)[..., None]
+    assert len(mlflow.pyfunc.load_model("models:/mnist-cnn/1").predict(images)) == 4
+
+
+@pytest.mark.slow
+def test_random_search_samples_distributions_and_builds_the_tree(cli, tmp_path):
+    result = cli(
+        "experiment=smoke", "search.strategy=random", "search.n_iter=3", "grid=empty",
+        "+grid.optimizer__learning_rate={dist: loguniform, low: 0.0001, high: 0.01}",
+        "+grid.model__activation=[relu,tanh]", cwd=tmp_path,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "RandomizedSearchCV" in result.stdout
+    assert_complete_tree(store_uri(tmp_path), 3, SMOKE_FOLDS, SMOKE_EPOCHS)
+
+
+@pytest.mark.slow
+def test_halving_search_records_the_iteration_each_candidate_reached(cli, tmp_path):
+    result = cli("experiment=smoke", "search.strategy=halving", "search.factor=2", "grid=default", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    levels = runs_by_level(store_uri(tmp_path))
+    assert len(levels["candidate"]) == 4
+    reached = sorted(int(run.data.tags["mnist_hpo.iteration_reached"]) for run in levels["candidate"])
+    assert reached == [0, 0, 1, 2]
+    folds = Counter(parent_of(run) for run in levels["fold"])
+    # 4 candidates at iteration 0, 2 at 1, 1 at 2: every evaluation has its fold runs.
+    assert sum(folds.values()) == (4 + 2 + 1) * SMOKE_FOLDS
+    assert {run.info.status for runs in levels.values() for run in runs} == {"FINISHED"}
 
 
 @pytest.mark.slow

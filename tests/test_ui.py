@@ -66,7 +66,12 @@ def test_browser_shows_search_candidates_folds_and_epoch_curves(smoke_run):
         with playwright.sync_playwright() as driver:
             browser = driver.chromium.launch(
                 executable_path=CHROMIUM,
-                args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update"],
+                args=[
+                    "--no-sandbox",
+                    "--disable-gpu",
+                    "--disable-background-networking",
+                    "--disable-component-update",
+                ],
             )
             page = browser.new_page(viewport={"width": 1400, "height": 900})
             page.goto(f"{base}/#/experiments/{experiment}/runs")

@@ -85,9 +85,7 @@ class FoldLogger:
         elif context.source_task_name == EVALUATION_TASK:
             self.fold_runs[task_path(context)] = self.create_fold_run(estimator, context, X)
         elif context.source_task_name == REFIT_TASK:
-            self.fold_runs[task_path(context)] = self.create_run(
-                "refit", self.search_run_id, {LEVEL: "refit"}
-            )
+            self.fold_runs[task_path(context)] = self.create_run("refit", self.search_run_id, {LEVEL: "refit"})
 
     def on_fit_task_end(self, estimator: Any, context: CallbackContext, *, fitted_estimator=None) -> None:
         """Log an epoch's metrics, or close a fold run with its outcome."""
@@ -118,9 +116,7 @@ class FoldLogger:
             key = candidate_key(params, self.axes)
             if key in self.candidate_runs:
                 continue
-            run_id = self.create_run(
-                f"candidate-{index:03d}", self.search_run_id, {LEVEL: "candidate", CANDIDATE: key}
-            )
+            run_id = self.create_run(f"candidate-{index:03d}", self.search_run_id, {LEVEL: "candidate", CANDIDATE: key})
             client.log_batch(run_id, params=params_batch(params))
             self.candidate_runs[key] = run_id
 
@@ -150,9 +146,7 @@ class FoldLogger:
     def log_epoch(self, run_id: str, history: dict[str, list[float]]) -> None:
         """Log the newest epoch of every Keras metric with ``step=epoch``."""
         now = int(time.time() * 1000)
-        metrics = [
-            Metric(name, values[-1], now, len(values) - 1) for name, values in history.items() if values
-        ]
+        metrics = [Metric(name, values[-1], now, len(values) - 1) for name, values in history.items() if values]
         self.store.client().log_batch(run_id, metrics=metrics)
 
     def close_fold_run(self, run_id: str, error: str | None) -> None:

@@ -52,9 +52,7 @@ class SearchRunSpec:
 def metrics_batch(values: dict[str, float], step: int = 0) -> list[Metric]:
     """MLflow metrics from a dict, skipping non-finite values (MLflow cannot chart NaN)."""
     now = int(time.time() * 1000)
-    return [
-        Metric(key, float(value), now, step) for key, value in values.items() if math.isfinite(float(value))
-    ]
+    return [Metric(key, float(value), now, step) for key, value in values.items() if math.isfinite(float(value))]
 
 
 class SearchRun:
@@ -81,9 +79,7 @@ class SearchRun:
         self.client.set_tag(self.run_id, SEARCH_RUN, self.run_id)
         items = list(self.spec.params.items())
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
-            self.client.log_batch(
-                self.run_id, params=params_batch(dict(items[start : start + MAX_PARAMS_PER_BATCH]))
-            )
+            self.client.log_batch(self.run_id, params=params_batch(dict(items[start : start + MAX_PARAMS_PER_BATCH])))
         self.client.log_text(self.run_id, self.spec.config_yaml, "config.yaml")
         return self
 
@@ -137,11 +133,7 @@ class SearchRun:
             if run is None:
                 continue
             step = int(row.get("iter", 0))
-            values = {
-                name: row[name]
-                for name in frame.columns
-                if name.endswith(("_score", "_time")) and name in row
-            }
+            values = {name: row[name] for name in frame.columns if name.endswith(("_score", "_time")) and name in row}
             values |= {"rank_test_score": row["rank_test_score"]}
             self.client.log_batch(run.info.run_id, metrics=metrics_batch(values, step))
             if "iter" in frame:
@@ -149,9 +141,7 @@ class SearchRun:
             if row["failed"]:
                 self.client.set_tag(run.info.run_id, "mnist_hpo.failed", "true")
                 reasons = {
-                    fold.data.tags.get(ERROR)
-                    for k, fold in folds.items()
-                    if k[0] == key and fold.data.tags.get(ERROR)
+                    fold.data.tags.get(ERROR) for k, fold in folds.items() if k[0] == key and fold.data.tags.get(ERROR)
                 }
                 self.client.set_tag(run.info.run_id, ERROR, "; ".join(sorted(reasons))[:5000] or "fit failed")
             for split in range(result.n_splits):

@@ -37,9 +37,7 @@ class SweepRun(Callback):
         client = self.store.client()
         experiment = experiment_id(self.store, config.tracking.experiment)
         overrides = " ".join(config.hydra.overrides.task) or "(none)"
-        run = client.create_run(
-            experiment, run_name="sweep", tags={LEVEL: "sweep", "mnist_hpo.overrides": overrides}
-        )
+        run = client.create_run(experiment, run_name="sweep", tags={LEVEL: "sweep", "mnist_hpo.overrides": overrides})
         self.run_id = run.info.run_id
         client.set_tag(self.run_id, SWEEP_RUN, self.run_id)
         os.environ[SWEEP_RUN_ENV] = self.run_id
@@ -61,7 +59,5 @@ class SweepRun(Callback):
             if best is not None:
                 client.log_metric(self.run_id, "best_cv_score", best)
         failed = any(run.info.status != "FINISHED" for run in searches)
-        client.set_terminated(
-            self.run_id, RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED)
-        )
+        client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED))
         os.environ.pop(SWEEP_RUN_ENV, None)

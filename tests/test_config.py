@@ -1,0 +1,130 @@
+"""Config composition and every bad input: one line naming the key, before any training."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import compose_config, store_uri
+from mlflow_tree import runs_by_level
+
+from mnist_hpo.config import ConfigError
+from mnist_hpo.runner import JobContext, run
+from mnist_hpo.validation import validate_config
+
+PRESETS = ["smoke", "leohoji", "challenge"]
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_composes_and_validates(preset):
+    cfg = compose_config(f"experiment={preset}")
+    validate_config(cfg)
+    assert cfg.grid
+
+
+def test_leohoji_is_the_published_grid():
+    cfg = compose_config("experiment=leohoji")
+    assert list(cfg.model.conv_filters) == [1] and cfg.model.kernel_size == 5 and cfg.model.padding == "same"
+    assert cfg.model.dense_units == 0 and cfg.model.epochs == 5 and cfg.model.optimizer == "adam"
+    assert cfg.model.validation_split == 0.1 and cfg.search.cv == 3 and cfg.seed == 42
+    assert cfg.search.return_train_score and cfg.data.source == "keras" and cfg.data.train_size is None
+    grid = {key: list(values) for key, values in cfg.grid.items()}
+    assert grid == {
+        "model__activation": ["sigmoid", "relu", "leaky_relu", "prelu", "tanh"],
+        "loss": ["mse", "categorical_crossentropy"],
+        "batch_size": [8, 32, 128],
+    }
+
+
+def test_challenge_is_the_published_best_cnn():
+    model = compose_config("experiment=challenge").model
+    assert list(model.conv_filters) == [32, 64] and model.kernel_size == 5 and model.dense_units == 128
+    assert (model.dropout_conv, model.dropout_dense) == (0.25, 0.5)
+    assert (model.activation, model.kernel_initializer, model.optimizer, model.batch_size) == (
+        "relu", "uniform", "adam", 64,
+    )  # fmt: skip
+
+
+def test_command_line_overrides_reach_every_group():
+    cfg = compose_config("model.dense_units=64", "grid=leohoji", "search.cv=5", "tracking.experiment=x")
+    assert (cfg.model.dense_units, cfg.search.cv, cfg.tracking.experiment) == (64, 5, "x")
+    assert "loss" in cfg.grid
+
+
+def write_npz(path: Path, **changes: np.ndarray) -> Path:
+    """A tiny MNIST-shaped .npz, with some arrays replaced."""
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.integers(0, 255, (40, 28, 28), dtype=np.uint8),
+        "y_train": np.tile(np.arange(10), 4),
+        "x_test": rng.integers(0, 255, (20, 28, 28), dtype=np.uint8),
+        "y_test": np.tile(np.arange(10), 2),
+    } | changes
+    np.savez(path, **arrays)
+    return path
+
+
+def fill(text: str, files: dict[str, Path]) -> str:
+    """Replace ``<name>`` placeholders with the test's file paths."""
+    for name, path in files.items():
+        text = text.replace(f"<{name}>", str(path))
+    return text
+
+
+BAD_INPUTS = {
+    "activation": (
+        ["model.activation=softplusx"],
+        "model.activation: unknown value 'softplusx'; valid: sigmoid",
+    ),
+    "loss": (["model.loss=hinge"], "model.loss: unknown value 'hinge'; valid: categorical_crossentropy"),
+    "optimizer": (["model.optimizer=adagrad"], "model.optimizer: unknown value 'adagrad'; valid: adam, sgd"),
+    "initializer": (["model.kernel_initializer=zeros"], "model.kernel_initializer: unknown value 'zeros'"),
+    "batch size": (["model.batch_size=0"], "model.batch_size: 0 must be an integer >= 1"),
+    "epochs": (["model.epochs=-1"], "model.epochs: -1 must be an integer >= 1"),
+    "folds": (["search.cv=1"], "search.cv: 1 must be an integer >= 2"),
+    "empty grid": (["grid=empty"], "grid: the search space is empty"),
+    "grid key": (
+        ["+grid.model__activaton=[relu]"],
+        "grid.model__activaton: not an estimator parameter; valid:",
+    ),
+    "grid value": (
+        ["grid.model__activation=[relu,swishy]"],
+        "grid.model__activation: unknown value 'swishy'",
+    ),
+    "strategy": (
+        ["search.strategy=bayes"],
+        "search.strategy: unknown value 'bayes'; valid: grid, random, halving",
+    ),
+    "missing path": (["data.path=/no/such/mnist.npz"], "data.path: /no/such/mnist.npz does not exist"),
+    "wrong shape": (["data.path=<wrong_shape>"], "data.path: x_train has shape (40, 28, 27)"),
+    "bad labels": (["data.path=<bad_labels>"], "data.path: y_train has labels outside 0-9"),
+    "not npz": (["data.path=<not_npz>"], "data.path: <not_npz> is not a readable .npz file"),
+    "unreachable store": (["tracking.uri=http://127.0.0.1:9"], "tracking.uri: cannot use the tracking store"),
+    "corrupted store": (
+        ["tracking.uri=sqlite:///<corrupt_db>"],
+        "tracking.uri: the store <corrupt_db> is corrupted",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_stops_before_training_and_leaves_no_run(case, tmp_path):
+    files = {
+        "wrong_shape": write_npz(tmp_path / "shape.npz", x_train=np.zeros((40, 28, 27), np.uint8)),
+        "bad_labels": write_npz(tmp_path / "labels.npz", y_train=np.full(40, 11)),
+        "not_npz": tmp_path / "garbage.npz",
+        "corrupt_db": tmp_path / "corrupt.db",
+    }
+    files["not_npz"].write_bytes(b"not a zip file")
+    files["corrupt_db"].write_bytes(b"this is not an sqlite database" * 100)
+    overrides, message = BAD_INPUTS[case]
+    cfg = compose_config("experiment=smoke", *(fill(item, files) for item in overrides))
+    job = JobContext(launch_dir=tmp_path, output_dir=tmp_path / "out")
+    with pytest.raises(ConfigError) as raised:
+        run(cfg, job)
+    text = str(raised.value)
+    assert "\n" not in text
+    assert text.startswith(fill(message, files))
+    assert runs_by_level(store_uri(tmp_path)).get("search") is None
+    assert not (tmp_path / "out" / "cv_results.csv").exists()

@@ -1,0 +1,74 @@
+"""MNIST loading: embedded subset, .npz, IDX folders (raw and gzipped), prepared once."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mnist_hpo.config import ConfigError, DataConfig
+from mnist_hpo.data import IDX_FILES, load_data, read_embedded
+
+
+def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
+    """Write ``array`` (uint8) as an IDX file, the MNIST distribution format."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    payload = header + array.astype(np.uint8).tobytes()
+    if compress:
+        path = path.with_name(path.name + ".gz")
+        path.write_bytes(gzip.compress(payload))
+    else:
+        path.write_bytes(payload)
+
+
+def real_arrays() -> dict[str, np.ndarray]:
+    """A slice of the embedded real MNIST."""
+    arrays = read_embedded()
+    return {key: value[:200] for key, value in arrays.items()}
+
+
+def test_embedded_subset_is_real_stratified_mnist():
+    arrays = read_embedded()
+    assert arrays["x_train"].shape == (6000, 28, 28) and arrays["x_test"].shape == (1000, 28, 28)
+    assert np.bincount(arrays["y_train"]).min() >= 540  # every digit, near the MNIST balance
+    data = load_data(DataConfig(), seed=0)
+    assert data.x_train.dtype == np.float32 and data.x_train.shape == (6000, 28, 28, 1)
+    assert data.x_train.min() == 0.0 and data.x_train.max() == 1.0
+
+
+@pytest.mark.parametrize("compress", [False, True], ids=["raw", "gzip"])
+def test_idx_folder_loads_like_npz(tmp_path, compress):
+    arrays = real_arrays()
+    for key, stem in IDX_FILES.items():
+        write_idx(tmp_path / stem, arrays[key], compress)
+    np.savez(tmp_path / "mnist.npz", **arrays)
+    from_idx = load_data(DataConfig(source="path", path=str(tmp_path)), seed=0)
+    from_npz = load_data(DataConfig(source="path", path=str(tmp_path / "mnist.npz")), seed=0)
+    np.testing.assert_array_equal(from_idx.x_train, from_npz.x_train)
+    np.testing.assert_array_equal(from_idx.y_test, from_npz.y_test)
+    assert from_idx.fingerprint() == from_npz.fingerprint()
+
+
+def test_subsets_are_stratified_and_seeded():
+    config = DataConfig(train_size=500, test_size=100)
+    first, second = load_data(config, seed=3), load_data(config, seed=3)
+    assert len(first.y_train) == 500 and len(first.y_test) == 100
+    np.testing.assert_array_equal(first.y_train, second.y_train)
+    assert np.bincount(first.y_train, minlength=10).min() >= 40
+
+
+def test_truncated_idx_file_names_the_key(tmp_path):
+    arrays = real_arrays()
+    for key, stem in IDX_FILES.items():
+        write_idx(tmp_path / stem, arrays[key], compress=False)
+    stem = IDX_FILES["x_train"]
+    (tmp_path / stem).write_bytes((tmp_path / stem).read_bytes()[:1000])
+    with pytest.raises(ConfigError, match=r"data\.path: .* is truncated"):
+        load_data(DataConfig(source="path", path=str(tmp_path)), seed=0)
+
+
+def test_folder_without_idx_files_says_what_is_missing(tmp_path):
+    with pytest.raises(ConfigError, match=r"data\.path: .* has no train-images-idx3-ubyte"):
+        load_data(DataConfig(source="path", path=str(tmp_path)), seed=0)

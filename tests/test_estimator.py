@@ -1,0 +1,88 @@
+"""The estimator and model: classifier tags, one-hot targets, every activation, failures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.base import clone, is_classifier
+from sklearn.model_selection import StratifiedKFold, check_cv
+
+from mnist_hpo.choices import ACTIVATIONS, INITIALIZERS
+from mnist_hpo.config import DataConfig, ModelConfig
+from mnist_hpo.data import load_data
+from mnist_hpo.estimator import MnistCNNClassifier, TrainingDivergedError, build_estimator
+from mnist_hpo.model import build_cnn
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """300 real training images and labels."""
+    data = load_data(DataConfig(train_size=300, test_size=100), seed=0)
+    return data.x_train, data.y_train
+
+
+def test_sklearn_recognises_a_classifier_so_integer_cv_is_stratified():
+    estimator = build_estimator(ModelConfig(), seed=0)
+    assert is_classifier(estimator)
+    assert isinstance(check_cv(3, np.arange(30) % 10, classifier=is_classifier(estimator)), StratifiedKFold)
+
+
+def test_clone_keeps_every_routed_parameter():
+    estimator = build_estimator(ModelConfig(epochs=7, activation="prelu", learning_rate=0.01), seed=0)
+    cloned = clone(estimator)
+    assert cloned.epochs == 7 and cloned.model__activation == "prelu" and cloned.optimizer__learning_rate == 0.01
+    assert isinstance(cloned, MnistCNNClassifier)
+
+
+@pytest.mark.parametrize("loss", ["mse", "categorical_crossentropy"])
+def test_mse_and_cross_entropy_train_on_one_hot_targets(digits, loss):
+    x, y = digits
+    estimator = build_estimator(ModelConfig(loss=loss, epochs=1), seed=0).fit(x, y)
+    encoded = estimator.target_encoder_.transform(y[:5])
+    assert encoded.shape == (5, 10)
+    np.testing.assert_array_equal(encoded.argmax(axis=1), y[:5])
+    assert set(estimator.predict(x[:20])) <= set(range(10))
+
+
+def test_sparse_cross_entropy_trains_on_integer_targets(digits):
+    x, y = digits
+    estimator = build_estimator(ModelConfig(loss="sparse_categorical_crossentropy", epochs=1), seed=0).fit(x, y)
+    assert estimator.target_encoder_.transform(y[:5]).shape in ((5,), (5, 1))
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_model_builds_for_every_activation(activation):
+    model = build_cnn(conv_filters=[2], dense_units=4, activation=activation, dropout_conv=0.1, dropout_dense=0.1)
+    assert model.output_shape == (None, 10)
+    prelu_weights = [layer for layer in model.layers if type(layer).__name__ == "PReLU"]
+    assert bool(prelu_weights) == (activation == "prelu")
+    if activation == "prelu":
+        assert prelu_weights[0].trainable_weights
+
+
+@pytest.mark.parametrize("initializer", INITIALIZERS)
+def test_model_builds_for_every_initializer(initializer):
+    assert build_cnn(conv_filters=[1], dense_units=0, kernel_initializer=initializer).count_params() > 0
+
+
+def test_leohoji_architecture():
+    model = build_cnn(conv_filters=[1], kernel_size=5, padding="same", pool_size=2, dense_units=0)
+    kinds = [type(layer).__name__ for layer in model.layers]
+    assert kinds == ["InputLayer", "Conv2D", "ReLU", "MaxPooling2D", "Flatten", "Dense"]
+    assert model.layers[1].filters == 1 and model.layers[1].kernel_size == (5, 5)
+
+
+def test_sgd_gets_momentum_and_adam_does_not(digits):
+    x, y = digits
+    sgd = build_estimator(ModelConfig(optimizer="sgd", momentum=0.8, epochs=1), seed=0).fit(x, y)
+    adam = build_estimator(ModelConfig(optimizer="adam", momentum=0.8, epochs=1), seed=0).fit(x, y)
+    assert float(sgd.model_.optimizer.momentum) == pytest.approx(0.8)
+    assert not hasattr(adam.model_.optimizer, "momentum")
+
+
+def test_diverging_training_raises(digits):
+    x, y = digits
+    estimator = build_estimator(ModelConfig(optimizer="sgd", learning_rate=1e9, epochs=2), seed=0)
+    with pytest.raises(TrainingDivergedError, match="non-finite"):
+        estimator.fit(x, y)
+    assert estimator.fit_error_.startswith("TrainingDivergedError")
