@@ -10,7 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mnist_hpo.config import ConfigError, register_configs
+from mnist_hpo.config import SWEEP_RUN_ENV, ConfigError, register_configs
 from mnist_hpo.runtime import configure_backend
 
 register_configs()
@@ -28,7 +28,7 @@ def job_context():
         job_name=f"search-{hydra_cfg.job.num}" if multirun else "search",
         preset=hydra_cfg.runtime.choices.get("experiment") or "none",
         overrides=list(hydra_cfg.overrides.task),
-        sweep_run_id=os.environ.get("MNIST_HPO_SWEEP_RUN_ID") if multirun else None,
+        sweep_run_id=os.environ.get(SWEEP_RUN_ENV) if multirun else None,
     )
 
 

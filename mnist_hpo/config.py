@@ -7,6 +7,9 @@ from typing import Any
 
 from hydra.core.config_store import ConfigStore
 
+# A multirun's jobs find their MLflow sweep run here (set by mnist_hpo.tracking.sweep).
+SWEEP_RUN_ENV = "MNIST_HPO_SWEEP_RUN_ID"
+
 
 class ConfigError(ValueError):
     """A bad configuration value, reported to the user as one line before any training."""

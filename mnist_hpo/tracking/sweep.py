@@ -6,15 +6,16 @@ import os
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig
 
+from mnist_hpo.config import SWEEP_RUN_ENV
 from mnist_hpo.tracking.fold_logger import LEVEL
 from mnist_hpo.tracking.search_run import SWEEP_RUN
 from mnist_hpo.tracking.store import Store, experiment_id, open_store
 
-SWEEP_RUN_ENV = "MNIST_HPO_SWEEP_RUN_ID"
 BEST_SEARCH = "mnist_hpo.best_search_run_id"
 
 
@@ -41,6 +42,13 @@ class SweepRun(Callback):
         self.run_id = run.info.run_id
         client.set_tag(self.run_id, SWEEP_RUN, self.run_id)
         os.environ[SWEEP_RUN_ENV] = self.run_id
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        """A failed job fails the sweep run at once: the multirun stops without ``on_multirun_end``."""
+        run_id = os.environ.get(SWEEP_RUN_ENV)
+        if run_id and job_return.status == JobStatus.FAILED and config.tracking.enabled:
+            store = self.store or open_store(config.tracking, Path(os.getcwd()))
+            store.client().set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Point the sweep run at its best search run, and end it."""
