@@ -91,7 +91,7 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
     return params
 
 
-def run_tags(data: MnistData, job: JobContext, device: str) -> dict[str, str]:
+def run_tags(data: MnistData, job: JobContext, device: str, versions: dict[str, str]) -> dict[str, str]:
     """Tags that say what this run was: preset, overrides, code, data, versions, device."""
     tags = {
         "mnist_hpo.preset": job.preset,
@@ -104,7 +104,7 @@ def run_tags(data: MnistData, job: JobContext, device: str) -> dict[str, str]:
         "keras.backend": keras.backend.backend(),
         "device": device,
         "python": platform.python_version(),
-        **package_versions(),
+        **versions,
     }
     commit = git_commit(job.launch_dir)
     if commit:
@@ -158,15 +158,16 @@ def run(cfg: DictConfig, job: JobContext, console: Console | None = None) -> flo
         f"({data.source}), backend {keras.backend.backend()}, {device}"
     )
     callbacks = [ProgressBar(max_propagation_depth=0)] if cfg.search.progress else []
+    versions = package_versions()
     spec = SearchRunSpec(
         experiment=cfg.tracking.experiment,
         run_name=job.job_name,
         params=flat_params(cfg),
-        tags=run_tags(data, job, device),
+        tags=run_tags(data, job, device, versions),
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         sweep_run_id=job.sweep_run_id,
         registered_model_name=cfg.tracking.registered_model_name,
-        pip_requirements=[f"{name.removeprefix('version.')}=={v}" for name, v in package_versions().items()],
+        pip_requirements=[f"{name.removeprefix('version.')}=={v}" for name, v in versions.items()],
     )
     tracker = SearchRun(store, spec) if store is not None else None
     with tracker or nullcontext():
