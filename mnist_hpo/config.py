@@ -50,6 +50,14 @@ class DataConfig:
 
 
 @dataclass
+class RayConfig:
+    """Where ``search.backend=ray`` sends fits, and what each fit asks of the cluster."""
+
+    address: str | None = None
+    ray_remote_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class SearchConfig:
     """The scikit-learn search strategy, its folds and scoring."""
 
@@ -66,6 +74,12 @@ class SearchConfig:
     min_resources: Any = "exhaust"
     n_candidates: Any = "exhaust"
     progress: bool = True
+    backend: str = "loky"
+    worker_threads: int | None = None
+    worker_max_growth_mb: int = 300
+    ray: RayConfig = field(default_factory=RayConfig)
+    resume: bool = True
+    journal_dir: str | None = None
 
 
 @dataclass

@@ -15,6 +15,7 @@ from sklearn.utils import ClassifierTags
 
 from mnist_hpo.choices import ONE_HOT_LOSSES
 from mnist_hpo.config import ModelConfig
+from mnist_hpo.journal import FitJournal, fit_key
 from mnist_hpo.model import build_cnn
 from mnist_hpo.params import estimator_params
 
@@ -53,7 +54,18 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
     * Each fit starts from a cleared Keras session, so memory stays flat over long grids.
     * Each fit and each epoch is an sklearn callback task, so search callbacks see folds.
     * A non-finite training loss raises :class:`TrainingDivergedError`.
+    * With ``journal`` (a folder), each finished fit is saved there and an identical later fit
+      (same parameters, backend and data) is loaded instead of trained: ``fit_reused_`` says so.
     """
+
+    @property
+    def _user_params(self) -> set[str]:
+        """The extra ``__init__`` arguments scikeras passes to the model builder; never ``journal``."""
+        return self.__dict__.get("_model_user_params", set())
+
+    @_user_params.setter
+    def _user_params(self, names: set[str]) -> None:
+        self.__dict__["_model_user_params"] = set(names) - {"journal"}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -97,22 +109,36 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
 
     @with_callbacks
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight=None, **kwargs) -> MnistCNNClassifier:
-        """Fit from a fresh Keras session, reporting the fit and its epochs to sklearn callbacks."""
+        """Fit from a fresh Keras session (or the journal), reporting the fit and epochs to callbacks."""
         keras.backend.clear_session(free_memory=True)
+        journal = FitJournal(self.journal) if getattr(self, "journal", None) else None
+        key = fit_key(self.get_params(), keras.backend.backend(), X, y, sample_weight) if journal else ""
+        saved = journal.load(key) if journal else None
+        self.fit_reused_ = saved is not None
         context = self._init_callback_context(max_subtasks=None)
         context.call_on_fit_task_begin(estimator=self, X=X, y=y)
         self.fit_error_ = None
+        if saved is not None:
+            vars(self).update({name: value for name, value in vars(saved).items() if name not in self.get_params()})
+            self.fit_reused_ = True
+            context.call_on_fit_task_end(estimator=self, X=X, y=y)
+            return self
         self._epoch_tasks = EpochTasks(self, context)
+        finished = False
         try:
             super().fit(X, y, sample_weight=sample_weight, **kwargs)
             self._raise_if_diverged()
+            finished = True
         except Exception as error:
             self.fit_error_ = f"{type(error).__name__}: {error}"
             raise
         finally:
             # The reporter holds the callback context tree: keep it out of pickled models.
-            self._fit_callbacks = [cb for cb in self._fit_callbacks if cb is not self._epoch_tasks]
+            callbacks = getattr(self, "_fit_callbacks", [])
+            self._fit_callbacks = [cb for cb in callbacks if cb is not self._epoch_tasks]
             self._epoch_tasks = None
+            if journal is not None and finished:
+                journal.save(key, self)
             context.call_on_fit_task_end(estimator=self, X=X, y=y)
         return self
 
@@ -123,12 +149,16 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
             raise TrainingDivergedError(f"training loss became non-finite at epoch {epoch + 1}")
 
 
-def build_estimator(model: ModelConfig, seed: int) -> MnistCNNClassifier:
-    """Build the unfitted, seeded estimator for the ``model`` config group."""
+def build_estimator(model: ModelConfig, seed: int, journal: str | None = None) -> MnistCNNClassifier:
+    """Build the unfitted, seeded estimator for the ``model`` config group.
+
+    ``journal`` names the folder of finished fits that an interrupted search resumes from.
+    """
     return MnistCNNClassifier(
         model=build_cnn,
         metrics=["accuracy"],
         random_state=seed,
         verbose=0,
+        journal=journal,
         **estimator_params(model),
     )

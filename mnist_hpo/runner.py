@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import platform
 import subprocess
@@ -21,6 +23,7 @@ from mnist_hpo import plots
 from mnist_hpo.data import MnistData, load_data
 from mnist_hpo.estimator import build_estimator
 from mnist_hpo.evaluation import SearchResult, summarize
+from mnist_hpo.journal import FitJournal
 from mnist_hpo.params import estimator_params
 from mnist_hpo.report import result_view
 from mnist_hpo.runtime import describe_device, seed_everything
@@ -29,6 +32,7 @@ from mnist_hpo.space import build_space
 from mnist_hpo.tracking.search_run import SearchRun, SearchRunSpec
 from mnist_hpo.tracking.store import open_store
 from mnist_hpo.validation import validate_config
+from mnist_hpo.workers import fit_workers
 
 log = logging.getLogger(__name__)
 PACKAGES = (
@@ -41,6 +45,17 @@ PACKAGES = (
     "scikeras",
     "mlflow",
     "hydra-core",
+)
+# Settings that change how fast a search runs or where it logs, never what it finds.
+RESUME_NEUTRAL = (
+    "n_jobs",
+    "progress",
+    "backend",
+    "worker_threads",
+    "worker_max_growth_mb",
+    "ray",
+    "resume",
+    "journal_dir",
 )
 
 
@@ -89,6 +104,24 @@ def flat_params(cfg: DictConfig) -> dict[str, Any]:
             params[prefix.rstrip(".")] = value
     params |= {f"grid.{key}": value for key, value in container["grid"].items()}
     return params
+
+
+def resume_key(cfg: DictConfig, data: MnistData) -> str:
+    """What identifies a search across restarts: its result-deciding config, data and backend."""
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container.pop("tracking")
+    for name in RESUME_NEUTRAL:
+        container["search"].pop(name)
+    text = json.dumps(container, sort_keys=True, default=str) + data.fingerprint() + keras.backend.backend()
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def open_journal(cfg: DictConfig, launch_dir: Path, key: str) -> FitJournal | None:
+    """The journal of this search's finished fits (none when ``search.resume=false``)."""
+    if not cfg.search.resume:
+        return None
+    root = Path(cfg.search.journal_dir or Path(cfg.tracking.store_dir) / "journal")
+    return FitJournal((launch_dir / root).resolve() / key)
 
 
 def run_tags(data: MnistData, job: JobContext, device: str, versions: dict[str, str]) -> dict[str, str]:
@@ -146,9 +179,11 @@ def run(cfg: DictConfig, job: JobContext, console: Console | None = None) -> flo
     data = load_data(cfg.data, cfg.seed)
     device = describe_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
+    key = resume_key(cfg, data)
+    journal = open_journal(cfg, job.launch_dir, key)
     search = build_search(
         cfg.search,
-        build_estimator(OmegaConf.to_object(cfg.model), cfg.seed),
+        build_estimator(OmegaConf.to_object(cfg.model), cfg.seed, str(journal.folder) if journal is not None else None),
         build_space(cfg.grid, allow_distributions=cfg.search.strategy != "grid"),
         cfg.seed,
     )
@@ -168,13 +203,22 @@ def run(cfg: DictConfig, job: JobContext, console: Console | None = None) -> flo
         sweep_run_id=job.sweep_run_id,
         registered_model_name=cfg.tracking.registered_model_name,
         pip_requirements=[f"{name.removeprefix('version.')}=={v}" for name, v in versions.items()],
+        resume_key=key,
+        resume=cfg.search.resume,
     )
     tracker = SearchRun(store, spec) if store is not None else None
     with tracker or nullcontext():
+        reused = journal.entries() if journal is not None else 0
+        if tracker is not None and tracker.resumed:
+            tracker.client.set_tag(tracker.run_id, "mnist_hpo.reused_fits", str(reused))
+            console.print(f"Resuming search run {tracker.run_id} (it ended {tracker.resumed_from}).")
+        if reused:
+            console.print(f"Reusing {reused} finished fits from {journal.folder}; training only the rest.")
         if tracker is not None:
             callbacks.append(tracker.fold_logger(cfg.search.cv))
         search.set_callbacks(*callbacks)
-        search.fit(data.x_train, data.y_train)
+        with fit_workers(cfg.search):
+            search.fit(data.x_train, data.y_train)
         result = summarize(search, data.x_test, data.y_test)
         csv_path = write_cv_results(search, job.output_dir)
         if tracker is not None:
@@ -185,6 +229,8 @@ def run(cfg: DictConfig, job: JobContext, console: Console | None = None) -> flo
             tracker.log_figures(result_figures(result, best))
             if best is not None and cfg.tracking.log_model:
                 tracker.log_model(best, data.x_test)
+    if journal is not None:
+        journal.clear()
     console.print(result_view(result))
     console.print(f"cv_results.csv: {csv_path}")
     if tracker is not None:

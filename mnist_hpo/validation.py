@@ -102,6 +102,10 @@ def validate_search(search: Any) -> None:
     if search.error_score not in ("nan", "raise") and not isinstance(search.error_score, (int, float)):
         raise ConfigError(f"search.error_score: {search.error_score!r} must be nan, raise or a number")
     number(1, integer=True)("search.n_iter", search.n_iter)
+    one_of(choices.FIT_BACKENDS)("search.backend", search.backend)
+    if search.worker_threads is not None:
+        number(1, integer=True)("search.worker_threads", search.worker_threads)
+    number(1, integer=True)("search.worker_max_growth_mb", search.worker_max_growth_mb)
     one_of(choices.HALVING_RESOURCES)("search.resource", search.resource)
     number(2, integer=True)("search.factor", search.factor)
     for key in ("min_resources", "n_candidates"):

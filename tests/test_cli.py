@@ -116,15 +116,45 @@ def test_halving_search_records_the_iteration_each_candidate_reached(cli, tmp_pa
 
 
 @pytest.mark.slow
-def test_multirun_groups_searches_under_one_sweep(cli, tmp_path):
-    result = cli("-m", "experiment=smoke", "model.dense_units=8,16", "search.progress=false", cwd=tmp_path)
+def test_four_parallel_multirun_jobs_share_one_store_and_lose_nothing(cli, tmp_path):
+    """Hydra's joblib launcher runs 4 searches at once against one SQLite store; count what arrived."""
+    units = [8, 9, 10, 11]
+    result = cli(
+        "-m",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=4",
+        "experiment=smoke",
+        "model.epochs=1",
+        "tracking.log_model=false",
+        "search.progress=false",
+        f"model.dense_units={','.join(map(str, units))}",
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
-    levels = runs_by_level(store_uri(tmp_path))
+    assert "database is locked" not in result.stdout + result.stderr
+    uri = store_uri(tmp_path)
+    levels = runs_by_level(uri)
     (sweep,) = levels["sweep"]
-    assert len(levels["search"]) == 2
-    assert {parent_of(run) for run in levels["search"]} == {sweep.info.run_id}
-    assert sweep.info.status == "FINISHED"
-    assert sweep.data.tags["mnist_hpo.best_search_run_id"] in {run.info.run_id for run in levels["search"]}
+    searches = levels["search"]
+    assert sorted(int(run.data.params["model__dense_units"]) for run in searches) == units
+    assert {parent_of(run) for run in searches} == {sweep.info.run_id}
+    assert {run.info.status for runs in levels.values() for run in runs} == {"FINISHED"}
+    assert sweep.data.tags["mnist_hpo.best_search_run_id"] in {run.info.run_id for run in searches}
+    # Every search logged the whole config, and its whole tree with every metric.
+    assert len({frozenset(run.data.params) for run in searches}) == 1 and len(searches[0].data.params) > 40
+    assert all({"best_cv_score", "test_accuracy"} <= set(run.data.metrics) for run in searches)
+    client = MlflowClient(uri)
+    for search in searches:
+        children = [run for level in ("candidate", "fold", "refit") for run in levels[level]]
+        mine = [run for run in children if run.data.tags["mnist_hpo.search_run_id"] == search.info.run_id]
+        counts = Counter(run.data.tags["mnist_hpo.level"] for run in mine)
+        assert counts == {"candidate": SMOKE_CANDIDATES, "fold": SMOKE_CANDIDATES * SMOKE_FOLDS, "refit": 1}
+        for run in mine:
+            if run.data.tags["mnist_hpo.level"] == "candidate":
+                assert {"mean_test_score", "std_test_score", "rank_test_score"} <= set(run.data.metrics)
+            if run.data.tags["mnist_hpo.level"] == "fold":
+                assert "test_score" in run.data.metrics
+                assert len(client.get_metric_history(run.info.run_id, "loss")) == 1
 
 
 def test_unknown_activation_fails_at_once_naming_key_and_choices(cli, tmp_path):

@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import gc
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
 import pytest
 from conftest import compose_config, store_uri
 from mlflow_tree import runs_by_level
 
-from mnist_hpo.config import DataConfig, ModelConfig
-from mnist_hpo.data import load_data
-from mnist_hpo.estimator import TrainingDivergedError, build_estimator
+from mnist_hpo.estimator import TrainingDivergedError
 from mnist_hpo.runner import JobContext, run
 
 DIVERGING_GRID = ["model.optimizer=sgd", "grid=empty", "+grid.optimizer__learning_rate=[0.01,1e9]"]
@@ -60,27 +56,27 @@ def test_same_seed_gives_identical_cv_scores(tmp_path):
     assert scores[0] == scores[1]
 
 
-def resident_mb() -> float:
-    """This process' resident memory in MB (Linux)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    pytest.skip("no /proc/self/status on this platform")
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="measured: TF 2.21 keeps ~6 MB per fit even after clear_session(free_memory=True), bare Keras "
-    "too; flat memory needs recycled worker processes, not built yet (issue 4)",
-)
-def test_memory_stays_flat_over_many_sequential_fits():
-    data = load_data(DataConfig(train_size=200, test_size=50), seed=0)
-    estimator = build_estimator(ModelConfig(conv_filters=[4], dense_units=8, epochs=1), seed=0)
-    readings = []
-    for _ in range(24):
-        estimator.fit(data.x_train, data.y_train)
-        gc.collect()
-        readings.append(resident_mb())
-    warm, last = np.median(readings[4:8]), np.median(readings[-4:])
-    # Without clear_session every fit leaves a model graph behind; with it growth stays small.
-    assert last - warm < 100, readings
+def test_memory_stays_bounded_over_many_fits_in_recycled_workers(tmp_path):
+    """24 fits in two loky workers: each worker is replaced once it grew past the ceiling."""
+    ceiling_mb = 40
+    cfg = compose_config(
+        "experiment=smoke",
+        "search.progress=false",
+        "search.n_jobs=2",
+        f"search.worker_max_growth_mb={ceiling_mb}",
+        "model.epochs=1",
+        "data.train_size=200",
+        "grid=empty",
+        "+grid.model__dense_units=[8,9,10,11,12,13,14,15,16,17,18,19]",
+        "tracking.log_model=false",
+    )
+    run(cfg, job(tmp_path))
+    folds = runs_by_level(store_uri(tmp_path))["fold"]
+    assert len(folds) == 24 and all(run.info.status == "FINISHED" for run in folds)
+    by_worker: dict[str, list[float]] = {}
+    for fold in sorted(folds, key=lambda run: run.info.end_time):
+        by_worker.setdefault(fold.data.tags["mnist_hpo.pid"], []).append(fold.data.metrics["worker_rss_mb"])
+    # TensorFlow keeps ~6 MB per fit, so 12 fits per worker would pass the ceiling: loky recycled them.
+    assert len(by_worker) > 2, by_worker
+    for readings in by_worker.values():
+        assert max(readings) - readings[0] < ceiling_mb + 30, by_worker

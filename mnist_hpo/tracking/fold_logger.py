@@ -7,9 +7,11 @@ each fit is, in the main process or in any worker the search's joblib backend st
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
+import psutil
 from mlflow.entities import Metric, Param, RunStatus
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sklearn.callback import CallbackContext
@@ -23,6 +25,7 @@ CANDIDATE = "mnist_hpo.candidate"
 FOLD = "mnist_hpo.fold"
 ITERATION = "mnist_hpo.iteration"
 ERROR = "mnist_hpo.error"
+REUSED = "mnist_hpo.reused"
 
 EVALUATION_TASK = "candidate-split-evaluation"
 REFIT_TASK = "refit-with-best-params"
@@ -53,6 +56,8 @@ class FoldLogger:
     Candidate runs are made in the main process when the search task begins, so they exist
     before any worker needs one; fold runs are made by whichever process fits the fold and
     attach to their candidate by the candidate's parameter values, never by arrival order.
+    When a search run is resumed, its candidate runs are reused, and a fit loaded from the
+    journal whose fold run had FINISHED gets no second fold run.
 
     Args:
         store: The tracking store; workers open their own client from its URI.
@@ -70,7 +75,8 @@ class FoldLogger:
         self.n_splits = n_splits
         self.axes: list[str] = []
         self.candidate_runs: dict[str, str] = {}
-        self.fold_runs: dict[tuple[int, ...], str] = {}
+        self.finished_folds: set[tuple[str, str, str]] = set()
+        self.fold_runs: dict[tuple[int, ...], str | None] = {}
 
     def setup(self, estimator: Any, context: CallbackContext) -> None:
         """Nothing to open: clients are made per process, on first use."""
@@ -96,6 +102,8 @@ class FoldLogger:
         else:
             run_id = self.fold_runs.pop(task_path(context), None)
             if run_id is not None:
+                if getattr(estimator, "fit_reused_", False):
+                    self.log_history(run_id, estimator.history_)
                 self.close_fold_run(run_id, getattr(estimator, "fit_error_", None))
 
     def create_run(self, name: str, parent_id: str, tags: dict[str, str]) -> str:
@@ -107,8 +115,22 @@ class FoldLogger:
         )
         return run.info.run_id
 
+    def load_existing_runs(self) -> None:
+        """Adopt the candidate runs and finished fold runs of a resumed search run."""
+        client = self.store.client()
+        query = f"tags.`{SEARCH_RUN}` = '{self.search_run_id}'"
+        for run in client.search_runs([self.experiment_id], query, max_results=50000):
+            tags = run.data.tags
+            if tags.get(LEVEL) == "candidate":
+                self.candidate_runs[tags[CANDIDATE]] = run.info.run_id
+                if run.info.status != "RUNNING":
+                    client.update_run(run.info.run_id, status="RUNNING")
+            elif tags.get(LEVEL) == "fold" and run.info.status == "FINISHED":
+                self.finished_folds.add((tags[CANDIDATE], tags[FOLD], tags.get(ITERATION, "0")))
+
     def create_candidate_runs(self, search: Any) -> None:
         """One run per candidate the search will try, keyed by its parameter values."""
+        self.load_existing_runs()
         client = self.store.client()
         candidates = list(candidate_params(search))
         self.axes = sorted(candidates[0]) if candidates else []
@@ -120,12 +142,20 @@ class FoldLogger:
             client.log_batch(run_id, params=params_batch(params))
             self.candidate_runs[key] = run_id
 
-    def create_fold_run(self, estimator: Any, context: CallbackContext, X: Any) -> str:
-        """Create the run of one (candidate, fold) fit under its candidate run."""
+    def create_fold_run(self, estimator: Any, context: CallbackContext, X: Any) -> str | None:
+        """Create the run of one (candidate, fold) fit under its candidate run.
+
+        None for a fit loaded from the journal whose fold run already FINISHED.
+        """
         key = candidate_key(estimator.get_params(), self.axes)
         fold = context.task_id % self.n_splits
         iteration = context.parent.task_id if context.parent.task_name == "halving-iteration" else 0
+        reused = getattr(estimator, "fit_reused_", False)
+        if reused and (key, str(fold), str(iteration)) in self.finished_folds:
+            return None
         tags = {LEVEL: "fold", CANDIDATE: key, FOLD: str(fold), ITERATION: str(iteration)}
+        if reused:
+            tags[REUSED] = "true"
         run_id = self.create_run(f"fold-{fold}", self.candidate_runs[key], tags)
         n_train = len(X) if X is not None else 0
         n_validation = int(n_train * estimator.validation_split)
@@ -149,9 +179,20 @@ class FoldLogger:
         metrics = [Metric(name, values[-1], now, len(values) - 1) for name, values in history.items() if values]
         self.store.client().log_batch(run_id, metrics=metrics)
 
+    def log_history(self, run_id: str, history: dict[str, list[float]]) -> None:
+        """Log every epoch of a fit loaded from the journal, as its training logged them."""
+        now = int(time.time() * 1000)
+        metrics = [
+            Metric(name, value, now, step) for name, values in history.items() for step, value in enumerate(values)
+        ]
+        self.store.client().log_batch(run_id, metrics=metrics)
+
     def close_fold_run(self, run_id: str, error: str | None) -> None:
-        """Mark a fold run FINISHED, or FAILED with the reason as a tag."""
+        """Mark a fold run FINISHED, or FAILED with the reason as a tag; note which process fit it."""
         client = self.store.client()
+        process = psutil.Process()
+        client.set_tag(run_id, "mnist_hpo.pid", str(os.getpid()))
+        client.log_metric(run_id, "worker_rss_mb", process.memory_info().rss / 2**20)
         if error:
             client.set_tag(run_id, ERROR, error[:5000])
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED if error else RunStatus.FINISHED))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,11 +12,13 @@ from typing import Any
 
 import mlflow
 import numpy as np
+import psutil
 from matplotlib.figure import Figure
-from mlflow.entities import Metric, RunStatus
+from mlflow.entities import Metric, RunStatus, RunTag
 from mlflow.models import infer_signature
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
+from mnist_hpo.config import ConfigError
 from mnist_hpo.evaluation import SearchResult
 from mnist_hpo.tracking.fold_logger import (
     CANDIDATE,
@@ -30,6 +33,10 @@ from mnist_hpo.tracking.fold_logger import (
 from mnist_hpo.tracking.store import Store, experiment_id
 
 BEST_CANDIDATE = "mnist_hpo.best_candidate_run_id"
+RESUME_KEY = "mnist_hpo.resume_key"
+PID = "mnist_hpo.pid"
+HOST = "mnist_hpo.host"
+PROCESS_STARTED = "mnist_hpo.process_started"
 SWEEP_RUN = "mnist_hpo.sweep_run_id"
 MAX_PARAMS_PER_BATCH = 100
 
@@ -47,6 +54,28 @@ class SearchRunSpec:
     registered_model_name: str | None = None
     log_model: bool = True
     pip_requirements: list[str] = field(default_factory=list)
+    resume_key: str = ""
+    resume: bool = True
+
+
+def this_process() -> dict[str, str]:
+    """Tags that let a later search tell whether this process is still alive."""
+    process = psutil.Process()
+    return {HOST: socket.gethostname(), PID: str(process.pid), PROCESS_STARTED: f"{process.create_time():.2f}"}
+
+
+def process_alive(tags: dict[str, str]) -> bool:
+    """Whether the process a search run's tags name still runs (one on another host: assumed)."""
+    if PID not in tags:
+        return False
+    if tags.get(HOST) != socket.gethostname():
+        return True
+    try:
+        process = psutil.Process(int(tags[PID]))
+        started = float(tags.get(PROCESS_STARTED, "0"))
+        return process.status() != psutil.STATUS_ZOMBIE and abs(process.create_time() - started) < 1
+    except (psutil.Error, ValueError):
+        return False
 
 
 def metrics_batch(values: dict[str, float], step: int = 0) -> list[Metric]:
@@ -68,20 +97,58 @@ class SearchRun:
         self.client = store.client()
         self.experiment_id = ""
         self.run_id = ""
+        self.resumed_from: str | None = None
 
     def __enter__(self) -> SearchRun:
         self.experiment_id = experiment_id(self.store, self.spec.experiment)
-        tags = {LEVEL: "search", **self.spec.tags}
+        self.close_dead_searches()
+        previous = self.interrupted_run() if self.spec.resume and self.spec.resume_key else None
+        self.resumed_from = previous.info.status if previous is not None else None
+        tags = {LEVEL: "search", RESUME_KEY: self.spec.resume_key, **this_process()}
+        tags |= self.spec.tags
         if self.spec.sweep_run_id:
             tags |= {MLFLOW_PARENT_RUN_ID: self.spec.sweep_run_id, SWEEP_RUN: self.spec.sweep_run_id}
-        run = self.client.create_run(self.experiment_id, run_name=self.spec.run_name, tags=tags)
-        self.run_id = run.info.run_id
+        if previous is None:
+            self.run_id = self.client.create_run(self.experiment_id, run_name=self.spec.run_name).info.run_id
+            params = self.spec.params
+        else:
+            self.run_id = previous.info.run_id
+            self.client.update_run(self.run_id, status="RUNNING")
+            tags["mnist_hpo.resumed_from_status"] = previous.info.status
+            tags["mnist_hpo.resume_count"] = str(int(previous.data.tags.get("mnist_hpo.resume_count", "0")) + 1)
+            # MLflow params are write-once: keep the first attempt's, add any new ones.
+            params = {key: value for key, value in self.spec.params.items() if key not in previous.data.params}
+        self.client.log_batch(self.run_id, tags=[RunTag(key, value) for key, value in tags.items()])
         self.client.set_tag(self.run_id, SEARCH_RUN, self.run_id)
-        items = list(self.spec.params.items())
+        items = list(params.items())
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=params_batch(dict(items[start : start + MAX_PARAMS_PER_BATCH])))
         self.client.log_text(self.run_id, self.spec.config_yaml, "config.yaml")
         return self
+
+    def close_dead_searches(self) -> None:
+        """End KILLED every search run (and its children) left RUNNING by a process that died."""
+        query = f"tags.`{LEVEL}` = 'search' and attributes.status = 'RUNNING'"
+        for run in self.client.search_runs([self.experiment_id], query, max_results=50000):
+            if not process_alive(run.data.tags):
+                reason = "its process died (found RUNNING by a later search)"
+                self.close_children(RunStatus.KILLED, reason, run.info.run_id)
+                self.client.set_tag(run.info.run_id, ERROR, reason)
+                self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+
+    def interrupted_run(self) -> Any | None:
+        """The newest unfinished search run with this config and data, unless it is still alive."""
+        query = f"tags.`{RESUME_KEY}` = '{self.spec.resume_key}' and tags.`{LEVEL}` = 'search'"
+        runs = self.client.search_runs([self.experiment_id], query, order_by=["attributes.start_time DESC"])
+        if not runs or runs[0].info.status == "FINISHED":
+            return None
+        run = runs[0]
+        if run.info.status == "RUNNING" and process_alive(run.data.tags):
+            raise ConfigError(
+                f"search.resume: search run {run.info.run_id} with this config is still running "
+                f"(pid {run.data.tags.get(PID)}); wait for it, or set search.resume=false to start another"
+            )
+        return run
 
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
@@ -96,16 +163,22 @@ class SearchRun:
         self.client.set_tag(self.run_id, ERROR, reason)
         self.client.set_terminated(self.run_id, RunStatus.to_string(status))
 
-    def descendants(self, level: str | None = None) -> list[Any]:
-        """Every run of this search below the search run (optionally one level only)."""
-        query = f"tags.`{SEARCH_RUN}` = '{self.run_id}' and tags.`{LEVEL}` != 'search'"
+    @property
+    def resumed(self) -> bool:
+        """True when this search continues an interrupted one."""
+        return self.resumed_from is not None
+
+    def descendants(self, level: str | None = None, run_id: str | None = None) -> list[Any]:
+        """Every run of a search (this one by default) below its search run, or one level only."""
+        run_id = run_id or self.run_id
+        query = f"tags.`{SEARCH_RUN}` = '{run_id}' and tags.`{LEVEL}` != 'search'"
         if level:
-            query = f"tags.`{SEARCH_RUN}` = '{self.run_id}' and tags.`{LEVEL}` = '{level}'"
+            query = f"tags.`{SEARCH_RUN}` = '{run_id}' and tags.`{LEVEL}` = '{level}'"
         return self.client.search_runs([self.experiment_id], query, max_results=50000)
 
-    def close_children(self, status: int, reason: str) -> None:
-        """End every descendant still RUNNING with ``status`` and the reason as a tag."""
-        for run in self.descendants():
+    def close_children(self, status: int, reason: str, run_id: str | None = None) -> None:
+        """End every descendant of a search still RUNNING with ``status`` and the reason as a tag."""
+        for run in self.descendants(run_id=run_id):
             if run.info.status == "RUNNING":
                 self.client.set_tag(run.info.run_id, ERROR, reason)
                 self.client.set_terminated(run.info.run_id, RunStatus.to_string(status))
@@ -124,6 +197,7 @@ class SearchRun:
                 run.data.tags.get("mnist_hpo.iteration", "0"),
             ): run
             for run in self.descendants("fold")
+            if run.info.status != "KILLED"
         }
         frame = result.candidates
         best_key = candidate_key(result.best_params, result.axes)

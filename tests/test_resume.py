@@ -1,0 +1,94 @@
+"""A search killed with SIGKILL part-way resumes from its journal and ends with the full tree."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pandas as pd
+from conftest import SMOKE_CANDIDATES, SMOKE_EPOCHS, SMOKE_FOLDS, run_cli, store_uri
+from mlflow import MlflowClient
+from mlflow_tree import runs_by_level
+
+SMOKE = ("experiment=smoke", "hydra.run.dir=outputs/smoke")
+
+
+def finished_fold_runs(folder: Path) -> list:
+    """Fold runs already FINISHED in the store (empty while the search has not made it yet)."""
+    if not (folder / "mlruns" / "mlflow.db").exists():
+        return []
+    uri = store_uri(folder)
+    try:
+        return [run for run in runs_by_level(uri).get("fold", []) if run.info.status == "FINISHED"]
+    except Exception:
+        return []
+
+
+def kill_after_first_folds(folder: Path, wanted: int, timeout: float = 300) -> list:
+    """Start the smoke search, SIGKILL it once ``wanted`` fold runs finished; return those runs."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mnist_hpo", *SMOKE, "search.progress=false"],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
+    )
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline and process.poll() is None:
+            done = finished_fold_runs(folder)
+            if len(done) >= wanted:
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                return done
+            time.sleep(0.2)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    raise AssertionError(f"the search ended (rc {process.returncode}) before {wanted} folds finished")
+
+
+def test_sigkilled_search_resumes_and_trains_only_missing_fits(tmp_path, smoke_run):
+    done_before = kill_after_first_folds(tmp_path, wanted=2)
+    uri = store_uri(tmp_path)
+    (search,) = runs_by_level(uri)["search"]
+    assert search.info.status == "RUNNING"  # kill -9 ran no cleanup; the restart must notice
+
+    result = run_cli(*SMOKE, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"Resuming search run {search.info.run_id}" in result.stdout
+    assert "Reusing" in result.stdout
+
+    levels = runs_by_level(uri)
+    (resumed,) = levels["search"]
+    assert resumed.info.run_id == search.info.run_id and resumed.info.status == "FINISHED"
+    assert int(resumed.data.tags["mnist_hpo.reused_fits"]) >= len(done_before)
+    assert resumed.data.tags["mnist_hpo.resumed_from_status"] == "KILLED"
+    statuses = Counter(run.info.status for runs in levels.values() for run in runs)
+    assert "RUNNING" not in statuses
+
+    # The tree is complete: every candidate has one FINISHED run per fold, and the folds that
+    # finished before the kill are the same runs, not trained again (no new run, no new epochs).
+    assert len(levels["candidate"]) == SMOKE_CANDIDATES
+    assert all(run.info.status == "FINISHED" for run in levels["candidate"])
+    finished = [run for run in levels["fold"] if run.info.status == "FINISHED"]
+    per_candidate = Counter(run.data.tags["mnist_hpo.candidate"] for run in finished)
+    assert per_candidate == dict.fromkeys(per_candidate, SMOKE_FOLDS) and len(per_candidate) == SMOKE_CANDIDATES
+    finished_ids = {run.info.run_id for run in finished}
+    assert {run.info.run_id for run in done_before} <= finished_ids
+    client = MlflowClient(uri)
+    for run in done_before:
+        assert len(client.get_metric_history(run.info.run_id, "loss")) == SMOKE_EPOCHS
+        assert "test_score" in client.get_run(run.info.run_id).data.metrics
+
+    # Same scores as the uninterrupted smoke search with the same seed.
+    uninterrupted = pd.read_csv(smoke_run[0] / "outputs/smoke/cv_results.csv")
+    resumed_scores = pd.read_csv(tmp_path / "outputs/smoke/cv_results.csv")
+    pd.testing.assert_series_equal(resumed_scores["mean_test_score"], uninterrupted["mean_test_score"])
+    assert not (tmp_path / "mlruns" / "journal").exists() or not any((tmp_path / "mlruns" / "journal").iterdir())
