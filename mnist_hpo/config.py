@@ -95,6 +95,17 @@ class TrackingConfig:
 
 
 @dataclass
+class StudyConfig:
+    """A coarse-to-fine study: one coarse grid per hyperparameter, then a fine grid over the best."""
+
+    enabled: bool = False
+    coarse: dict[str, Any] = field(default_factory=dict)
+    stage1_train_size: int | None = None
+    top_m: int = 2
+    top_k: int = 2
+
+
+@dataclass
 class Config:
     """The whole run: one field per config group plus run-wide settings."""
 
@@ -103,6 +114,7 @@ class Config:
     grid: dict[str, Any] = field(default_factory=dict)
     search: SearchConfig = field(default_factory=SearchConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    study: StudyConfig = field(default_factory=StudyConfig)
     seed: int = 42
     deterministic: bool = False
     backend: str = "tensorflow"

@@ -121,3 +121,13 @@ def confusion_figure(confusion: np.ndarray) -> Figure:
     figure.colorbar(image, ax=panel)
     figure.tight_layout()
     return figure
+
+
+def influence_figure(ranking: pd.DataFrame) -> Figure:
+    """Horizontal bars: each hyperparameter's spread of stage-1 mean CV score, largest on top."""
+    figure, panel = plt.subplots(figsize=(6, 0.4 * len(ranking) + 1.5))
+    panel.barh(ranking["hyperparameter"][::-1], ranking["influence"][::-1], color="tab:blue")
+    panel.set_xlabel("best - worst mean CV score")
+    panel.set_title("Influence of each hyperparameter (stage 1)", fontsize=10)
+    figure.tight_layout()
+    return figure

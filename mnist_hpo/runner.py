@@ -30,7 +30,7 @@ from mnist_hpo.runtime import describe_device, seed_everything
 from mnist_hpo.search import build_search
 from mnist_hpo.space import build_space
 from mnist_hpo.tracking.search_run import SearchRun, SearchRunSpec
-from mnist_hpo.tracking.store import open_store
+from mnist_hpo.tracking.store import Store, open_store
 from mnist_hpo.validation import validate_config
 from mnist_hpo.workers import fit_workers
 
@@ -167,18 +167,48 @@ def result_figures(result: SearchResult, best_estimator: Any) -> dict[str, Any]:
     return figures
 
 
-def run(cfg: DictConfig, job: JobContext, console: Console | None = None) -> float:
-    """Run the search ``cfg`` describes and return its best mean CV score.
+@dataclass(frozen=True)
+class Session:
+    """What every search of one job shares: checked config, store, data, device, versions."""
 
-    Every check that can fail on bad input (config values, tracking store, data files)
-    runs before the search run is created and before any training.
+    store: Store | None
+    data: MnistData
+    device: str
+    versions: dict[str, str]
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    """One finished search: its results, its MLflow run and its ``cv_results.csv``."""
+
+    result: SearchResult
+    run_id: str | None
+    csv_path: Path
+
+
+def open_session(cfg: DictConfig, job: JobContext) -> Session:
+    """Every check that can fail on bad input (config, tracking store, data files), then seeding.
+
+    It runs before any MLflow run is created and before any training.
     """
-    console = console or Console()
     validate_config(cfg)
     store = open_store(cfg.tracking, job.launch_dir) if cfg.tracking.enabled else None
     data = load_data(cfg.data, cfg.seed)
     device = describe_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
+    return Session(store=store, data=data, device=device, versions=package_versions())
+
+
+def run_search(
+    cfg: DictConfig,
+    job: JobContext,
+    session: Session,
+    console: Console,
+    parent_run_id: str | None = None,
+    run_name: str | None = None,
+) -> SearchOutcome:
+    """Fit the search ``cfg`` describes on ``session.data``, record it, print its report."""
+    data = session.data
     key = resume_key(cfg, data)
     journal = open_journal(cfg, job.launch_dir, key)
     search = build_search(
@@ -190,23 +220,23 @@ def run(cfg: DictConfig, job: JobContext, console: Console | None = None) -> flo
     console.print(
         f"[bold]{type(search).__name__}[/bold] over {', '.join(cfg.grid)}: "
         f"{cfg.search.cv}-fold CV on {len(data.y_train)} training images "
-        f"({data.source}), backend {keras.backend.backend()}, {device}"
+        f"({data.source}), backend {keras.backend.backend()}, {session.device}"
     )
     callbacks = [ProgressBar(max_propagation_depth=0)] if cfg.search.progress else []
-    versions = package_versions()
     spec = SearchRunSpec(
         experiment=cfg.tracking.experiment,
-        run_name=job.job_name,
+        run_name=run_name or job.job_name,
         params=flat_params(cfg),
-        tags=run_tags(data, job, device, versions),
+        tags=run_tags(data, job, session.device, session.versions),
         config_yaml=OmegaConf.to_yaml(cfg, resolve=True),
         sweep_run_id=job.sweep_run_id,
+        parent_run_id=parent_run_id,
         registered_model_name=cfg.tracking.registered_model_name,
-        pip_requirements=[f"{name.removeprefix('version.')}=={v}" for name, v in versions.items()],
+        pip_requirements=[f"{name.removeprefix('version.')}=={v}" for name, v in session.versions.items()],
         resume_key=key,
         resume=cfg.search.resume,
     )
-    tracker = SearchRun(store, spec) if store is not None else None
+    tracker = SearchRun(session.store, spec) if session.store is not None else None
     with tracker or nullcontext():
         reused = journal.entries() if journal is not None else 0
         if tracker is not None and tracker.resumed:
@@ -220,7 +250,7 @@ def run(cfg: DictConfig, job: JobContext, console: Console | None = None) -> flo
         with fit_workers(cfg.search):
             search.fit(data.x_train, data.y_train)
         result = summarize(search, data.x_test, data.y_test)
-        csv_path = write_cv_results(search, job.output_dir)
+        csv_path = write_cv_results(search, job.output_dir / (run_name or ""))
         if tracker is not None:
             best = getattr(search, "best_estimator_", None)
             tracker.record_candidates(result)
@@ -234,5 +264,18 @@ def run(cfg: DictConfig, job: JobContext, console: Console | None = None) -> flo
     console.print(result_view(result))
     console.print(f"cv_results.csv: {csv_path}")
     if tracker is not None:
-        console.print(f"MLflow: experiment {cfg.tracking.experiment!r}, search run {tracker.run_id} ({store.uri})")
-    return result.best_score
+        console.print(
+            f"MLflow: experiment {cfg.tracking.experiment!r}, search run {tracker.run_id} ({session.store.uri})"
+        )
+    return SearchOutcome(result=result, run_id=tracker.run_id if tracker is not None else None, csv_path=csv_path)
+
+
+def run(cfg: DictConfig, job: JobContext, console: Console | None = None) -> float:
+    """Run the search (or the staged study) ``cfg`` describes; return its best mean CV score."""
+    console = console or Console()
+    session = open_session(cfg, job)
+    if cfg.study.enabled:
+        from mnist_hpo.study import run_study
+
+        return run_study(cfg, job, session, console)
+    return run_search(cfg, job, session, console).result.best_score

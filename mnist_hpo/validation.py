@@ -81,16 +81,25 @@ def validate_model(model: ModelConfig) -> None:
         RULES[routed](CONFIG_KEYS[routed], value)
 
 
-def validate_grid(grid: Any, allow_distributions: bool) -> None:
+def validate_grid(grid: Any, allow_distributions: bool, where: str = "grid") -> None:
     """Check the grid is non-empty, names estimator parameters and lists valid values."""
     if not grid:
-        raise ConfigError("grid: the search space is empty; give at least one parameter with values")
+        raise ConfigError(f"{where}: the search space is empty; give at least one parameter with values")
     unknown = [key for key in grid if key not in RULES]
     if unknown:
-        raise ConfigError(f"grid.{unknown[0]}: not an estimator parameter; valid: {', '.join(RULES)}")
+        raise ConfigError(f"{where}.{unknown[0]}: not an estimator parameter; valid: {', '.join(RULES)}")
     for key, values in values_of(build_space(grid, allow_distributions=allow_distributions)).items():
         for value in values:
-            RULES[key](f"grid.{key}", value)
+            RULES[key](f"{where}.{key}", value)
+
+
+def validate_study(study: Any) -> None:
+    """Check the ``study`` group: coarse grids of one hyperparameter each, and what stage 2 keeps."""
+    validate_grid(study.coarse, allow_distributions=False, where="study.coarse")
+    number(1, integer=True)("study.top_k", study.top_k)
+    number(1, len(study.coarse) + 1, integer=True)("study.top_m", study.top_m)
+    if study.stage1_train_size is not None:
+        number(10, integer=True)("study.stage1_train_size", study.stage1_train_size)
 
 
 def validate_search(search: Any) -> None:
@@ -131,6 +140,9 @@ def validate_config(cfg: DictConfig) -> None:
     validate_model(OmegaConf.to_object(cfg.model))
     validate_data(cfg.data)
     validate_search(cfg.search)
+    if cfg.study.enabled:
+        validate_study(cfg.study)
+        return
     validate_grid(cfg.grid, allow_distributions=cfg.search.strategy != "grid")
     if cfg.search.strategy == "halving" and cfg.search.resource in cfg.grid:
         raise ConfigError(f"grid.{cfg.search.resource}: it is the halving resource, so it cannot be a grid axis")

@@ -13,14 +13,32 @@ from mnist_hpo.config import ConfigError
 from mnist_hpo.runner import JobContext, run
 from mnist_hpo.validation import validate_config
 
-PRESETS = ["smoke", "leohoji", "challenge"]
+PRESETS = ["smoke", "leohoji", "challenge", "challenge_staged"]
 
 
 @pytest.mark.parametrize("preset", PRESETS)
 def test_every_preset_composes_and_validates(preset):
     cfg = compose_config(f"experiment={preset}")
     validate_config(cfg)
-    assert cfg.grid
+    assert cfg.study.coarse if cfg.study.enabled else cfg.grid
+
+
+def test_challenge_staged_covers_the_seed_hyperparameters():
+    cfg = compose_config("experiment=challenge_staged")
+    assert cfg.study.enabled and cfg.data.source == "keras" and list(cfg.model.conv_filters) == [32, 64]
+    assert set(cfg.study.coarse) == {
+        "model__conv_filters",
+        "model__kernel_size",
+        "model__dense_units",
+        "model__dropout_conv",
+        "model__dropout_dense",
+        "batch_size",
+        "epochs",
+        "model__kernel_initializer",
+        "model__activation",
+        "optimizer",
+        "optimizer__learning_rate",
+    }
 
 
 def test_leohoji_is_the_published_grid():
@@ -73,6 +91,9 @@ def fill(text: str, files: dict[str, Path]) -> str:
 
 
 BAD_INPUTS = {
+    "study top_m": (["study=smoke", "study.top_m=4"], "study.top_m: 4 must be an integer >= 1 and < 4"),
+    "study coarse key": (["study=smoke", "+study.coarse.filters=[1]"], "study.coarse.filters: not an estimator"),
+    "fit backend": (["search.backend=dask"], "search.backend: unknown value 'dask'; valid: loky, ray"),
     "activation": (
         ["model.activation=softplusx"],
         "model.activation: unknown value 'softplusx'; valid: sigmoid",

@@ -51,6 +51,7 @@ class SearchRunSpec:
     tags: dict[str, str]
     config_yaml: str
     sweep_run_id: str | None = None
+    parent_run_id: str | None = None
     registered_model_name: str | None = None
     log_model: bool = True
     pip_requirements: list[str] = field(default_factory=list)
@@ -108,6 +109,8 @@ class SearchRun:
         tags |= self.spec.tags
         if self.spec.sweep_run_id:
             tags |= {MLFLOW_PARENT_RUN_ID: self.spec.sweep_run_id, SWEEP_RUN: self.spec.sweep_run_id}
+        if self.spec.parent_run_id:
+            tags[MLFLOW_PARENT_RUN_ID] = self.spec.parent_run_id
         if previous is None:
             self.run_id = self.client.create_run(self.experiment_id, run_name=self.spec.run_name).info.run_id
             params = self.spec.params

@@ -1,0 +1,129 @@
+"""Coarse-to-fine studies: one coarse grid per hyperparameter, then a fine grid over the best.
+
+Stage 1 runs one search per hyperparameter in ``study.coarse`` (all others at the base model)
+on a stratified subset of the training images. A hyperparameter's influence is the spread of
+its stage-1 mean CV scores (best minus worst value). Stage 2 crosses the best ``top_k`` values
+of the ``top_m`` most influential hyperparameters on all training images, refits the best and
+scores it on the test set. Everything nests under one MLflow study run: study -> stage -> search.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any
+
+import pandas as pd
+from omegaconf import DictConfig, OmegaConf, open_dict
+from rich.console import Console
+from rich.table import Table
+
+from mnist_hpo import plots
+from mnist_hpo.data import stratified_subset
+from mnist_hpo.evaluation import SearchResult
+from mnist_hpo.runner import JobContext, Session, run_search
+from mnist_hpo.tracking.group_run import GroupRun
+
+
+def stage_config(cfg: DictConfig, grid: dict[str, list[Any]], *, refit: bool) -> DictConfig:
+    """``cfg`` with the search space replaced by ``grid`` and the study switched off."""
+    stage = cfg.copy()
+    with open_dict(stage):
+        stage.grid = grid
+        stage.search.refit = refit
+        stage.study.enabled = False
+        if not refit:
+            stage.tracking.log_model = False
+    return stage
+
+
+def influence(results: dict[str, SearchResult]) -> pd.DataFrame:
+    """Rank hyperparameters by the spread of their stage-1 mean CV scores, largest first."""
+    rows = []
+    for name, result in results.items():
+        scores = result.candidates.set_index(result.candidates[name].map(json.dumps))["mean_test_score"].dropna()
+        ranked = scores.sort_values(ascending=False)
+        rows.append(
+            {
+                "hyperparameter": name,
+                "influence": float(ranked.max() - ranked.min()) if len(ranked) else 0.0,
+                "best_value": json.loads(ranked.index[0]) if len(ranked) else None,
+                "best_score": float(ranked.max()) if len(ranked) else float("nan"),
+                "worst_score": float(ranked.min()) if len(ranked) else float("nan"),
+                "ranked_values": [json.loads(value) for value in ranked.index],
+            }
+        )
+    return pd.DataFrame(rows).sort_values("influence", ascending=False, kind="stable").reset_index(drop=True)
+
+
+def fine_grid(ranking: pd.DataFrame, top_m: int, top_k: int) -> dict[str, list[Any]]:
+    """The stage-2 grid: the best ``top_k`` values of the ``top_m`` most influential hyperparameters."""
+    return {row.hyperparameter: list(row.ranked_values[:top_k]) for row in ranking.head(top_m).itertuples()}
+
+
+def influence_table(ranking: pd.DataFrame) -> Table:
+    """The influence ranking as a rich table."""
+    table = Table(title="Hyperparameters by influence (stage-1 spread of mean CV score)")
+    for column in ("rank", "hyperparameter", "influence", "best value", "best", "worst"):
+        table.add_column(column, justify="left" if column in ("hyperparameter", "best value") else "right")
+    for rank, row in enumerate(ranking.itertuples(), start=1):
+        table.add_row(
+            str(rank),
+            row.hyperparameter,
+            f"{row.influence:.4f}",
+            json.dumps(row.best_value),
+            f"{row.best_score:.4f}",
+            f"{row.worst_score:.4f}",
+        )
+    return table
+
+
+def stage1_session(session: Session, size: int | None, seed: int) -> Session:
+    """The session with training images cut to the stage-1 subset."""
+    x, y = stratified_subset(session.data.x_train, session.data.y_train, size, seed, "study.stage1_train_size")
+    return dataclasses.replace(session, data=dataclasses.replace(session.data, x_train=x, y_train=y))
+
+
+def run_study(cfg: DictConfig, job: JobContext, session: Session, console: Console) -> float:
+    """Run both stages and return the stage-2 best mean CV score."""
+    study = cfg.study
+    params = {f"study.{key}": value for key, value in OmegaConf.to_container(study, resolve=True).items()}
+    with GroupRun(session.store, cfg.tracking.experiment, "study", "study", job.sweep_run_id, params) as study_run:
+        coarse_session = stage1_session(session, study.stage1_train_size, cfg.seed)
+        stage1: dict[str, SearchResult] = {}
+        with GroupRun.child(study_run, "stage-1", "stage") as stage_run:
+            for name, values in study.coarse.items():
+                grid = {name: OmegaConf.to_container(values)}
+                outcome = run_search(
+                    stage_config(cfg, grid, refit=False),
+                    job,
+                    coarse_session,
+                    console,
+                    parent_run_id=stage_run.run_id,
+                    run_name=f"stage1-{name}",
+                )
+                stage1[name] = outcome.result
+        ranking = influence(stage1)
+        grid = fine_grid(ranking, study.top_m, study.top_k)
+        console.print(influence_table(ranking))
+        console.print(f"[bold]Stage 2 grid[/bold] (top {study.top_k} values of the top {study.top_m}): {grid}")
+        study_run.log_table(ranking.drop(columns="ranked_values"), "influence.csv")
+        study_run.log_text(json.dumps(grid, indent=2), "stage2_grid.json")
+        study_run.log_figure(plots.influence_figure(ranking), "plots/influence.png")
+        with GroupRun.child(study_run, "stage-2", "stage") as stage_run:
+            stage_run.log_text(json.dumps(grid, indent=2), "stage2_grid.json")
+            final = run_search(
+                stage_config(cfg, grid, refit=cfg.search.refit),
+                job,
+                session,
+                console,
+                parent_run_id=stage_run.run_id,
+                run_name="stage2",
+            )
+        metrics = {"best_cv_score": final.result.best_score}
+        if final.result.test is not None:
+            metrics |= final.result.test.metrics()
+            console.print(f"[bold]Study result[/bold]: test accuracy {final.result.test.accuracy:.4f}")
+        tags = {"mnist_hpo.best_search_run_id": final.run_id or "", "mnist_hpo.stage2_grid": json.dumps(grid)}
+        study_run.finish(metrics, tags)
+    return final.result.best_score
