@@ -10,32 +10,9 @@ import pandas as pd
 import pytest
 from conftest import SMOKE_CANDIDATES, SMOKE_EPOCHS, SMOKE_FOLDS, store_uri
 from mlflow import MlflowClient
-from mlflow_tree import parent_of, runs_by_level
+from mlflow_tree import assert_complete_tree, parent_of, runs_by_level
 
 from mnist_hpo.data import read_embedded
-
-
-def assert_complete_tree(uri: str, candidates: int, folds: int, epochs: int) -> None:
-    """One search run, ``candidates`` candidate runs under it, ``folds`` fold runs under each."""
-    levels = runs_by_level(uri)
-    (search,) = levels["search"]
-    assert len(levels["candidate"]) == candidates
-    assert {parent_of(run) for run in levels["candidate"]} == {search.info.run_id}
-    assert len(levels["fold"]) == candidates * folds
-    candidate_ids = {run.info.run_id: run for run in levels["candidate"]}
-    per_candidate = Counter(parent_of(run) for run in levels["fold"])
-    assert set(per_candidate) == set(candidate_ids) and set(per_candidate.values()) == {folds}
-    client = MlflowClient(uri)
-    for fold in levels["fold"]:
-        # A fold belongs to the candidate whose parameters it trained with.
-        assert fold.data.tags["mnist_hpo.candidate"] == candidate_ids[parent_of(fold)].data.tags["mnist_hpo.candidate"]
-        history = client.get_metric_history(fold.info.run_id, "loss")
-        assert sorted(point.step for point in history) == list(range(epochs))
-        assert "test_score" in fold.data.metrics
-    statuses = {run.info.status for runs in levels.values() for run in runs}
-    assert statuses == {"FINISHED"}
-    assert search.data.tags["mnist_hpo.best_candidate_run_id"] in candidate_ids
-    assert {"best_cv_score", "test_accuracy", "test_f1_macro"} <= set(search.data.metrics)
 
 
 def test_smoke_search_prints_ranked_table_and_writes_cv_results(smoke_run):
