@@ -18,6 +18,7 @@ INITIALIZERS = (
     "orthogonal",
 )
 PADDINGS = ("same", "valid")
+PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
 DATA_SOURCES = ("embedded", "keras", "path")
 STRATEGIES = ("grid", "random", "halving")
 HALVING_RESOURCES = ("n_samples", "epochs")

@@ -28,6 +28,7 @@ class ModelConfig:
     dropout_dense: float = 0.0
     activation: str = "relu"
     kernel_initializer: str = "glorot_uniform"
+    precision: str = "float32"
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     momentum: float = 0.9
@@ -77,6 +78,7 @@ class SearchConfig:
     backend: str = "loky"
     worker_threads: int | None = None
     worker_max_growth_mb: int = 300
+    gpu_memory_fraction: float | None = None
     ray: RayConfig = field(default_factory=RayConfig)
     resume: bool = True
     journal_dir: str | None = None

@@ -110,7 +110,7 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
     @with_callbacks
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight=None, **kwargs) -> MnistCNNClassifier:
         """Fit from a fresh Keras session (or the journal), reporting the fit and epochs to callbacks."""
-        keras.backend.clear_session(free_memory=True)
+        keras.backend.clear_session(free_memory=False)
         journal = FitJournal(self.journal) if getattr(self, "journal", None) else None
         key = fit_key(self.get_params(), keras.backend.backend(), X, y, sample_weight) if journal else ""
         saved = journal.load(key) if journal else None

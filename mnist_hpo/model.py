@@ -12,16 +12,16 @@ N_CLASSES = 10
 IMAGE_SHAPE = (28, 28, 1)
 
 # Layers rather than strings: PReLU has trainable weights and LeakyReLU a slope argument.
-ACTIVATION_LAYERS: dict[str, Callable[[], keras.layers.Layer]] = {
-    "sigmoid": lambda: keras.layers.Activation("sigmoid"),
+ACTIVATION_LAYERS: dict[str, Callable[..., keras.layers.Layer]] = {
+    "sigmoid": lambda **kw: keras.layers.Activation("sigmoid", **kw),
     "relu": keras.layers.ReLU,
     "leaky_relu": keras.layers.LeakyReLU,
     "prelu": keras.layers.PReLU,
-    "tanh": lambda: keras.layers.Activation("tanh"),
-    "elu": lambda: keras.layers.Activation("elu"),
-    "selu": lambda: keras.layers.Activation("selu"),
-    "gelu": lambda: keras.layers.Activation("gelu"),
-    "swish": lambda: keras.layers.Activation("swish"),
+    "tanh": lambda **kw: keras.layers.Activation("tanh", **kw),
+    "elu": lambda **kw: keras.layers.Activation("elu", **kw),
+    "selu": lambda **kw: keras.layers.Activation("selu", **kw),
+    "gelu": lambda **kw: keras.layers.Activation("gelu", **kw),
+    "swish": lambda **kw: keras.layers.Activation("swish", **kw),
 }
 
 # "uniform" and "normal" are the Keras 2 names the published study used.
@@ -33,9 +33,9 @@ INITIALIZER_NAMES: dict[str, str] = {name: name for name in INITIALIZERS} | {
 assert set(ACTIVATION_LAYERS) == set(ACTIVATIONS)
 
 
-def activation_layer(name: str) -> keras.layers.Layer:
+def activation_layer(name: str, dtype: str = "float32") -> keras.layers.Layer:
     """Return a fresh activation layer for ``name`` (one of ``choices.ACTIVATIONS``)."""
-    return ACTIVATION_LAYERS[name]()
+    return ACTIVATION_LAYERS[name](dtype=dtype)
 
 
 def build_cnn(
@@ -48,6 +48,7 @@ def build_cnn(
     dropout_dense: float = 0.0,
     activation: str = "relu",
     kernel_initializer: str = "glorot_uniform",
+    precision: str = "float32",
 ) -> keras.Model:
     """Build an uncompiled CNN: conv blocks, optional dense layer, softmax over 10 digits.
 
@@ -61,6 +62,8 @@ def build_cnn(
         dropout_dense: Dropout rate before the output layer.
         activation: Hidden-layer activation, one of ``choices.ACTIVATIONS``.
         kernel_initializer: Weight initializer, one of ``choices.INITIALIZERS``.
+        precision: Keras dtype policy of the hidden layers: ``float32``, or ``mixed_float16`` /
+            ``mixed_bfloat16`` (float16/bfloat16 compute, float32 weights); the softmax stays float32.
 
     Returns:
         The Keras model, mapping ``N x 28 x 28 x 1`` images to class probabilities.
@@ -69,17 +72,19 @@ def build_cnn(
     inputs = keras.Input(shape=IMAGE_SHAPE)
     x = inputs
     for filters in conv_filters:
-        x = keras.layers.Conv2D(filters, kernel_size, padding=padding, kernel_initializer=initializer)(x)
-        x = activation_layer(activation)(x)
+        x = keras.layers.Conv2D(filters, kernel_size, padding=padding, kernel_initializer=initializer, dtype=precision)(
+            x
+        )
+        x = activation_layer(activation, precision)(x)
         if pool_size:
-            x = keras.layers.MaxPooling2D(pool_size, padding=padding)(x)
+            x = keras.layers.MaxPooling2D(pool_size, padding=padding, dtype=precision)(x)
     if dropout_conv:
-        x = keras.layers.Dropout(dropout_conv)(x)
-    x = keras.layers.Flatten()(x)
+        x = keras.layers.Dropout(dropout_conv, dtype=precision)(x)
+    x = keras.layers.Flatten(dtype=precision)(x)
     if dense_units:
-        x = keras.layers.Dense(dense_units, kernel_initializer=initializer)(x)
-        x = activation_layer(activation)(x)
+        x = keras.layers.Dense(dense_units, kernel_initializer=initializer, dtype=precision)(x)
+        x = activation_layer(activation, precision)(x)
     if dropout_dense:
-        x = keras.layers.Dropout(dropout_dense)(x)
-    outputs = keras.layers.Dense(N_CLASSES, activation="softmax", kernel_initializer=initializer)(x)
+        x = keras.layers.Dropout(dropout_dense, dtype=precision)(x)
+    outputs = keras.layers.Dense(N_CLASSES, activation="softmax", kernel_initializer=initializer, dtype="float32")(x)
     return keras.Model(inputs, outputs, name="mnist_cnn")

@@ -19,6 +19,7 @@ ROUTED_NAMES: dict[str, str] = {
     "dropout_dense": "model__dropout_dense",
     "activation": "model__activation",
     "kernel_initializer": "model__kernel_initializer",
+    "precision": "model__precision",
     "optimizer": "optimizer",
     "learning_rate": "optimizer__learning_rate",
     "momentum": "optimizer__momentum",

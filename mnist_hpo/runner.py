@@ -53,6 +53,7 @@ RESUME_NEUTRAL = (
     "backend",
     "worker_threads",
     "worker_max_growth_mb",
+    "gpu_memory_fraction",
     "ray",
     "resume",
     "journal_dir",

@@ -63,6 +63,7 @@ RULES: dict[str, Check] = {
     "model__dropout_dense": number(0, 1),
     "model__activation": one_of(choices.ACTIVATIONS),
     "model__kernel_initializer": one_of(choices.INITIALIZERS),
+    "model__precision": one_of(choices.PRECISIONS),
     "optimizer": one_of(choices.OPTIMIZERS),
     "optimizer__learning_rate": number(0, closed_low=False),
     "optimizer__momentum": number(0, 1),
@@ -115,6 +116,8 @@ def validate_search(search: Any) -> None:
     if search.worker_threads is not None:
         number(1, integer=True)("search.worker_threads", search.worker_threads)
     number(1, integer=True)("search.worker_max_growth_mb", search.worker_max_growth_mb)
+    if search.gpu_memory_fraction is not None:
+        number(0, 1.0001, closed_low=False)("search.gpu_memory_fraction", search.gpu_memory_fraction)
     one_of(choices.HALVING_RESOURCES)("search.resource", search.resource)
     number(2, integer=True)("search.factor", search.factor)
     for key in ("min_resources", "n_candidates"):

@@ -25,13 +25,36 @@ def thread_budget(n_jobs: int, threads: int | None) -> int:
     return max(1, joblib.cpu_count() // max(1, workers))
 
 
-def init_worker(max_growth_mb: int, threads: int) -> None:
+def gpu_share(n_jobs: int, fraction: float | None) -> float:
+    """The fraction of each GPU's memory one worker may take: ``fraction``, else an equal share."""
+    if fraction:
+        return fraction
+    workers = joblib.cpu_count() if n_jobs < 0 else n_jobs
+    return round(0.9 / max(1, workers), 3)
+
+
+def init_worker(max_growth_mb: int, threads: int, gpu_fraction: float) -> None:
     """Run once in each new worker process, before its first fit."""
     from joblib.externals.loky import process_executor
 
     # loky checks this after every task (it needs psutil) and restarts a worker past it.
     process_executor._MAX_MEMORY_LEAK_SIZE = max_growth_mb * 2**20
     set_backend_threads(threads)
+    limit_gpu_memory(gpu_fraction)
+
+
+def limit_gpu_memory(fraction: float) -> None:
+    """Cap this process' share of GPU memory where the backend allows a cap after start-up.
+
+    JAX reads ``XLA_PYTHON_CLIENT_MEM_FRACTION`` (set before the workers start); torch takes a
+    per-process fraction; TensorFlow grows its allocation on demand (``TF_FORCE_GPU_ALLOW_GROWTH``).
+    """
+    if os.environ.get("KERAS_BACKEND") == "torch":
+        import torch
+
+        if torch.cuda.is_available():
+            for device in range(torch.cuda.device_count()):
+                torch.cuda.set_per_process_memory_fraction(fraction, device)
 
 
 def set_backend_threads(threads: int) -> None:
@@ -62,9 +85,12 @@ def fit_workers(search: Any) -> Iterator[None]:
             yield
         return
     threads = thread_budget(search.n_jobs, search.worker_threads)
+    fraction = gpu_share(search.n_jobs, search.gpu_memory_fraction)
+    if search.n_jobs != 1:
+        os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", str(fraction))
     with joblib.parallel_config(
         backend="loky",
         initializer=init_worker,
-        initargs=(search.worker_max_growth_mb, threads),
+        initargs=(search.worker_max_growth_mb, threads, fraction),
     ):
         yield
