@@ -93,6 +93,7 @@ def test_halving_search_records_the_iteration_each_candidate_reached(cli, tmp_pa
 
 
 @pytest.mark.slow
+@pytest.mark.slow
 def test_four_parallel_multirun_jobs_share_one_store_and_lose_nothing(cli, tmp_path):
     """Hydra's joblib launcher runs 4 searches at once against one SQLite store; count what arrived."""
     units = [8, 9, 10, 11]

@@ -8,6 +8,7 @@ from conftest import SMOKE_CANDIDATES, SMOKE_EPOCHS, SMOKE_FOLDS, store_uri
 from mlflow_tree import assert_complete_tree, runs_by_level
 
 pytest.importorskip("ray", reason="the ray extra is not installed")
+pytestmark = pytest.mark.slow
 
 
 def test_ray_backend_gives_the_local_scores_and_the_same_tree(cli, tmp_path, smoke_run):

@@ -11,11 +11,15 @@ from collections import Counter
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import SMOKE_CANDIDATES, SMOKE_EPOCHS, SMOKE_FOLDS, run_cli, store_uri
 from mlflow import MlflowClient
 from mlflow_tree import runs_by_level
 
 SMOKE = ("experiment=smoke", "hydra.run.dir=outputs/smoke")
+
+
+pytestmark = pytest.mark.slow
 
 
 def finished_fold_runs(folder: Path) -> list:

@@ -56,6 +56,7 @@ def test_same_seed_gives_identical_cv_scores(tmp_path):
     assert scores[0] == scores[1]
 
 
+@pytest.mark.slow
 def test_memory_stays_bounded_over_many_fits_in_recycled_workers(tmp_path):
     """24 fits in two loky workers: each worker is replaced once it grew past the ceiling."""
     ceiling_mb = 40

@@ -8,9 +8,12 @@ from io import StringIO
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from conftest import SMOKE_FOLDS, store_uri
 from mlflow import MlflowClient
 from mlflow_tree import parent_of, runs_by_level
+
+pytestmark = pytest.mark.slow
 
 
 def artifact_text(client: MlflowClient, run_id: str, path: str, folder: Path) -> str:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 import yaml
 from conftest import store_uri
 from mlflow_tree import parent_of, runs_by_level
+
+pytestmark = pytest.mark.slow
 
 
 def test_optuna_sweep_of_three_trials_points_at_its_best_trial(cli, tmp_path):
