@@ -112,15 +112,17 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight=None, **kwargs) -> MnistCNNClassifier:
         """Fit from a fresh Keras session (or the journal), reporting the fit and epochs to callbacks."""
         keras.backend.clear_session(free_memory=False)
+        params = self.get_params()
         journal = FitJournal(self.journal) if getattr(self, "journal", None) else None
-        key = fit_key(self.get_params(), keras.backend.backend(), X, y, sample_weight) if journal else ""
-        saved = journal.load(key) if journal else None
+        key = fit_key(params, keras.backend.backend(), X, y, sample_weight) if journal is not None else ""
+        saved = journal.load(key) if journal is not None else None
         self.fit_reused_ = saved is not None
         context = self._init_callback_context(max_subtasks=None)
         context.call_on_fit_task_begin(estimator=self, X=X, y=y)
         self.fit_error_ = None
         if saved is not None:
-            vars(self).update({name: value for name, value in vars(saved).items() if name not in self.get_params()})
+            # Take the saved fit's learned state (model_, history_, encoders); keep this instance's params.
+            vars(self).update({name: value for name, value in vars(saved).items() if name not in params})
             self.fit_reused_ = True
             context.call_on_fit_task_end(estimator=self, X=X, y=y)
             return self

@@ -81,6 +81,8 @@ def test_sigkilled_search_resumes_and_trains_only_missing_fits(tmp_path, smoke_r
     # finished before the kill are the same runs, not trained again (no new run, no new epochs).
     assert len(levels["candidate"]) == SMOKE_CANDIDATES
     assert all(run.info.status == "FINISHED" for run in levels["candidate"])
+    # The interruption's reason was cleared from the runs that went on to finish.
+    assert all("mnist_hpo.error" not in run.data.tags for run in [resumed, *levels["candidate"]])
     finished = [run for run in levels["fold"] if run.info.status == "FINISHED"]
     per_candidate = Counter(run.data.tags["mnist_hpo.candidate"] for run in finished)
     assert per_candidate == dict.fromkeys(per_candidate, SMOKE_FOLDS) and len(per_candidate) == SMOKE_CANDIDATES

@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import psutil
-from mlflow.entities import Metric, Param, RunStatus
+from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sklearn.callback import CallbackContext
 
@@ -125,6 +125,8 @@ class FoldLogger:
                 self.candidate_runs[tags[CANDIDATE]] = run.info.run_id
                 if run.info.status != "RUNNING":
                     client.update_run(run.info.run_id, status="RUNNING")
+                if ERROR in tags:  # the interruption's reason no longer describes it
+                    client.delete_tag(run.info.run_id, ERROR)
             elif tags.get(LEVEL) == "fold" and run.info.status == "FINISHED":
                 self.finished_folds.add((tags[CANDIDATE], tags[FOLD], tags.get(ITERATION, "0")))
 
@@ -190,9 +192,9 @@ class FoldLogger:
     def close_fold_run(self, run_id: str, error: str | None) -> None:
         """Mark a fold run FINISHED, or FAILED with the reason as a tag; note which process fit it."""
         client = self.store.client()
-        process = psutil.Process()
-        client.set_tag(run_id, "mnist_hpo.pid", str(os.getpid()))
-        client.log_metric(run_id, "worker_rss_mb", process.memory_info().rss / 2**20)
+        tags = [RunTag("mnist_hpo.pid", str(os.getpid()))]
         if error:
-            client.set_tag(run_id, ERROR, error[:5000])
+            tags.append(RunTag(ERROR, error[:5000]))
+        rss = Metric("worker_rss_mb", psutil.Process().memory_info().rss / 2**20, int(time.time() * 1000), 0)
+        client.log_batch(run_id, metrics=[rss], tags=tags)
         client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED if error else RunStatus.FINISHED))

@@ -117,6 +117,8 @@ class SearchRun:
         else:
             self.run_id = previous.info.run_id
             self.client.update_run(self.run_id, status="RUNNING")
+            if ERROR in previous.data.tags:  # the interruption's reason no longer describes it
+                self.client.delete_tag(self.run_id, ERROR)
             tags["mnist_hpo.resumed_from_status"] = previous.info.status
             tags["mnist_hpo.resume_count"] = str(int(previous.data.tags.get("mnist_hpo.resume_count", "0")) + 1)
             # MLflow params are write-once: keep the first attempt's, add any new ones.
