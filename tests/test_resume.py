@@ -16,6 +16,8 @@ from conftest import SMOKE_CANDIDATES, SMOKE_EPOCHS, SMOKE_FOLDS, run_cli, store
 from mlflow import MlflowClient
 from mlflow_tree import runs_by_level
 
+from mnist_hpo.tracking.store import initialize_sqlite
+
 SMOKE = ("experiment=smoke", "hydra.run.dir=outputs/smoke")
 
 
@@ -28,6 +30,8 @@ def finished_fold_runs(folder: Path) -> list:
         return []
     uri = store_uri(folder)
     try:
+        # Through the project's lock: a bare first open would race the search's own migrations.
+        initialize_sqlite(uri)
         return [run for run in runs_by_level(uri).get("fold", []) if run.info.status == "FINISHED"]
     except Exception:
         return []

@@ -7,6 +7,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from filelock import FileLock, Timeout
+
 from mnist_hpo.config import ConfigError, TrackingConfig
 
 # A remote store that does not answer must fail fast, before training, not after retries.
@@ -15,6 +17,10 @@ os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
 
 import mlflow
 from mlflow import MlflowClient
+
+SQLITE_PREFIX = "sqlite:///"
+# Long enough for another process to finish MLflow's schema migrations on a slow disk.
+INIT_LOCK_TIMEOUT_S = 300
 
 
 @dataclass(frozen=True)
@@ -38,14 +44,12 @@ def resolve_store(config: TrackingConfig, launch_dir: Path) -> Store:
     if config.uri:
         return Store(uri=config.uri, artifact_root=None)
     folder = (launch_dir / config.store_dir).resolve()
-    return Store(uri=f"sqlite:///{folder / 'mlflow.db'}", artifact_root=(folder / "artifacts").as_uri())
+    return Store(uri=f"{SQLITE_PREFIX}{folder / 'mlflow.db'}", artifact_root=(folder / "artifacts").as_uri())
 
 
-def check_sqlite_file(uri: str) -> None:
+def check_sqlite_file(path: Path) -> None:
     """Fail clearly when a local SQLite store exists but is not a database."""
-    path = Path(uri.removeprefix("sqlite:///"))
     if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
         return
     try:
         with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
@@ -56,19 +60,46 @@ def check_sqlite_file(uri: str) -> None:
         ) from error
 
 
-def open_store(config: TrackingConfig, launch_dir: Path) -> Store:
-    """Resolve the store and prove it answers; raise ``ConfigError`` naming ``tracking.uri``."""
-    store = resolve_store(config, launch_dir)
-    if store.uri.startswith("sqlite:///"):
-        check_sqlite_file(store.uri)
+def prove_answers(uri: str) -> None:
+    """One cheap query; raise ``ConfigError`` naming ``tracking.uri`` when the store fails it."""
     try:
-        store.client().search_experiments(max_results=1)
+        MlflowClient(tracking_uri=uri).search_experiments(max_results=1)
     except Exception as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(
-            f"tracking.uri: cannot use the tracking store {store.uri} ({first_line[:200]}); "
+            f"tracking.uri: cannot use the tracking store {uri} ({first_line[:200]}); "
             "start the server, fix the URI, or set tracking.enabled=false"
         ) from error
+
+
+def initialize_sqlite(uri: str) -> None:
+    """Create or upgrade a local SQLite store's schema, one process at a time.
+
+    MLflow builds the schema with a chain of Alembic migrations on first open. Two processes
+    doing that at once on a fresh file (two terminals, a UI and a search) break each other
+    and can leave the file half-migrated for good, so the first open holds a file lock
+    beside the database. Later opens find the tables and migrate nothing.
+    """
+    path = Path(uri.removeprefix(SQLITE_PREFIX))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with FileLock(f"{path}.lock", timeout=INIT_LOCK_TIMEOUT_S):
+            check_sqlite_file(path)
+            prove_answers(uri)
+    except Timeout as error:
+        raise ConfigError(
+            f"tracking.uri: another process has held {path}.lock for {INIT_LOCK_TIMEOUT_S} s; "
+            "if none is running, delete the lock file"
+        ) from error
+
+
+def open_store(config: TrackingConfig, launch_dir: Path) -> Store:
+    """Resolve the store and prove it answers; raise ``ConfigError`` naming ``tracking.uri``."""
+    store = resolve_store(config, launch_dir)
+    if store.uri.startswith(SQLITE_PREFIX):
+        initialize_sqlite(store.uri)
+    else:
+        prove_answers(store.uri)
     return store
 
 
