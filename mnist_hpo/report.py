@@ -3,11 +3,24 @@
 from __future__ import annotations
 
 import math
+import os
+import sys
 
-from rich.console import Group
+from rich.console import Console, Group
 from rich.table import Table
 
 from mnist_hpo.evaluation import SearchResult
+
+# Redirected output (a log file, CI, a Hydra joblib job) has no terminal width; rich would
+# assume 80 columns and cut the scores in wide tables down to "0.90…".
+REDIRECTED_WIDTH = 200
+
+
+def output_console() -> Console:
+    """The console for the run's tables: the terminal's width, or a wide page when redirected."""
+    if sys.stdout.isatty() or "COLUMNS" in os.environ:
+        return Console()
+    return Console(width=REDIRECTED_WIDTH)
 
 
 def short(value: object) -> str:

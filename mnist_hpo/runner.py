@@ -25,7 +25,7 @@ from mnist_hpo.estimator import build_estimator
 from mnist_hpo.evaluation import SearchResult, summarize
 from mnist_hpo.journal import FitJournal
 from mnist_hpo.params import estimator_params
-from mnist_hpo.report import result_view
+from mnist_hpo.report import output_console, result_view
 from mnist_hpo.runtime import describe_device, seed_everything
 from mnist_hpo.search import build_search
 from mnist_hpo.space import build_space
@@ -273,7 +273,7 @@ def run_search(
 
 def run(cfg: DictConfig, job: JobContext, console: Console | None = None) -> float:
     """Run the search (or the staged study) ``cfg`` describes; return its best mean CV score."""
-    console = console or Console()
+    console = console or output_console()
     session = open_session(cfg, job)
     if cfg.study.enabled:
         from mnist_hpo.study import run_study
