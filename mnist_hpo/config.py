@@ -35,6 +35,7 @@ class ModelConfig:
     loss: str = "categorical_crossentropy"
     epochs: int = 3
     batch_size: int = 32
+    predict_batch_size: int = 1024
     validation_split: float = 0.0
     steps_per_execution: int = 1
     jit_compile: Any = "auto"
@@ -78,6 +79,7 @@ class SearchConfig:
     backend: str = "loky"
     worker_threads: int | None = None
     worker_max_growth_mb: int = 300
+    model_cache_mb: int = 256
     gpu_memory_fraction: float | None = None
     ray: RayConfig = field(default_factory=RayConfig)
     resume: bool = True

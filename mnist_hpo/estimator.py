@@ -15,9 +15,17 @@ from sklearn.utils import ClassifierTags
 
 from mnist_hpo.choices import ONE_HOT_LOSSES
 from mnist_hpo.config import ModelConfig
-from mnist_hpo.journal import FitJournal, fit_key
+from mnist_hpo.journal import FitJournal, describe, fit_key
 from mnist_hpo.model import build_cnn
+from mnist_hpo.model_cache import MODELS
 from mnist_hpo.params import estimator_params
+
+# Parameters that reach only ``Model.fit`` (or no Keras call at all): one compiled model serves
+# every value of them. Anything else (even an unknown parameter) keeps models apart.
+FIT_TIME_PARAMS = frozenset(
+    {"batch_size", "epochs", "validation_split", "shuffle", "verbose", "callbacks", "class_weight",
+     "predict__batch_size", "warm_start", "random_state", "journal", "model_cache_mb"}
+)  # fmt: skip
 
 
 class TrainingDivergedError(RuntimeError):
@@ -51,8 +59,10 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
     * ``__sklearn_tags__`` declares a classifier: scikeras 0.13 keeps the pre-1.6 tags, so
       ``is_classifier`` is False and an integer ``cv`` silently becomes unstratified KFold.
     * Targets are one-hot for categorical cross-entropy *and* MSE, as the published study.
-    * Each fit starts from a cleared Keras session (without the forced ``gc.collect``, which cost
-      ~0.4 s a fit here); what TensorFlow still keeps is bounded by recycled workers (workers.py).
+    * A fit reuses this process' compiled model of the same architecture, reset to its initial
+      state, so Keras traces each step once (``model_cache_mb``, 0 = off; model_cache.py). A fit
+      that builds starts from a cleared Keras session (without the forced ``gc.collect``, ~0.4 s
+      a fit here); what TensorFlow still keeps is bounded by recycled workers (workers.py).
     * Each fit and each epoch is an sklearn callback task, so search callbacks see folds.
     * A non-finite training loss raises :class:`TrainingDivergedError`.
     * With ``journal`` (a folder), each finished fit is saved there and an identical later fit
@@ -61,12 +71,12 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
 
     @property
     def _user_params(self) -> set[str]:
-        """The extra ``__init__`` arguments scikeras passes to the model builder; never ``journal``."""
+        """The extra ``__init__`` arguments scikeras passes to the model builder; not our own."""
         return self.__dict__.get("_model_user_params", set())
 
     @_user_params.setter
     def _user_params(self, names: set[str]) -> None:
-        self.__dict__["_model_user_params"] = set(names) - {"journal"}
+        self.__dict__["_model_user_params"] = set(names) - {"journal", "model_cache_mb"}
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -101,6 +111,31 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
             for name, value in dropped.items():
                 setattr(self, name, value)
 
+    def _model_signature(self) -> str:
+        """Everything that decides the built, compiled model (not the fit-time parameters)."""
+        params = self.get_params()
+        parts = [f"{name}={describe(params[name])}" for name in sorted(params) if name not in FIT_TIME_PARAMS]
+        meta = (keras.backend.backend(), self._random_state, self.X_shape_[1:], list(self.classes_))
+        return ";".join([*parts, repr(meta)])
+
+    def _build_keras_model(self) -> keras.Model:
+        """This process' cached model of the same signature, reset; else a fresh compiled one."""
+        # Reuse is exact on TensorFlow (tests/test_estimator.py); on JAX a reset model's first
+        # epoch differed in the third decimal, so other backends build every fit.
+        reusable = keras.backend.backend() == "tensorflow"
+        budget = (getattr(self, "model_cache_mb", 0) or 0) if reusable else 0
+        signature = self._model_signature() if budget > 0 else ""
+        model = MODELS.take(signature, owner=self) if budget > 0 else None
+        if model is not None:
+            return model
+        keras.backend.clear_session(free_memory=False)
+        model = super()._build_keras_model()
+        if budget > 0:
+            if not model.compiled:
+                model.compile(**self._get_compile_kwargs())
+            MODELS.put(signature, model, owner=self, budget_mb=budget)
+        return model
+
     def _initialize_callbacks(self) -> None:
         """Add NaN termination and the epoch reporter to the user's Keras callbacks."""
         super()._initialize_callbacks()
@@ -110,8 +145,7 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
 
     @with_callbacks
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight=None, **kwargs) -> MnistCNNClassifier:
-        """Fit from a fresh Keras session (or the journal), reporting the fit and epochs to callbacks."""
-        keras.backend.clear_session(free_memory=False)
+        """Fit a reset or fresh model (or load the journal's), reporting the fit and epochs to callbacks."""
         params = self.get_params()
         journal = FitJournal(self.journal) if getattr(self, "journal", None) else None
         key = fit_key(params, keras.backend.backend(), X, y, sample_weight) if journal is not None else ""
@@ -152,10 +186,13 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
             raise TrainingDivergedError(f"training loss became non-finite at epoch {epoch + 1}")
 
 
-def build_estimator(model: ModelConfig, seed: int, journal: str | None = None) -> MnistCNNClassifier:
+def build_estimator(
+    model: ModelConfig, seed: int, journal: str | None = None, model_cache_mb: int = 0
+) -> MnistCNNClassifier:
     """Build the unfitted, seeded estimator for the ``model`` config group.
 
-    ``journal`` names the folder of finished fits that an interrupted search resumes from.
+    ``journal`` names the folder of finished fits that an interrupted search resumes from;
+    ``model_cache_mb`` bounds the compiled models a process keeps for reuse (0: build every fit).
     """
     return MnistCNNClassifier(
         model=build_cnn,
@@ -163,5 +200,6 @@ def build_estimator(model: ModelConfig, seed: int, journal: str | None = None) -
         random_state=seed,
         verbose=0,
         journal=journal,
+        model_cache_mb=model_cache_mb,
         **estimator_params(model),
     )

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 # Parameters that do not change what a fit learns.
-NEUTRAL_PARAMS = frozenset({"journal", "verbose", "callbacks"})
+NEUTRAL_PARAMS = frozenset({"journal", "model_cache_mb", "verbose", "callbacks"})
 SUFFIX = ".fit.pkl"
 
 

@@ -26,6 +26,7 @@ ROUTED_NAMES: dict[str, str] = {
     "loss": "loss",
     "epochs": "epochs",
     "batch_size": "batch_size",
+    "predict_batch_size": "predict__batch_size",
     "validation_split": "validation_split",
     "steps_per_execution": "compile__steps_per_execution",
     "jit_compile": "compile__jit_compile",

@@ -52,6 +52,7 @@ RESUME_NEUTRAL = (
     "progress",
     "backend",
     "worker_threads",
+    "model_cache_mb",
     "worker_max_growth_mb",
     "gpu_memory_fraction",
     "ray",
@@ -214,7 +215,12 @@ def run_search(
     journal = open_journal(cfg, job.launch_dir, key)
     search = build_search(
         cfg.search,
-        build_estimator(OmegaConf.to_object(cfg.model), cfg.seed, str(journal.folder) if journal is not None else None),
+        build_estimator(
+            OmegaConf.to_object(cfg.model),
+            cfg.seed,
+            journal=str(journal.folder) if journal is not None else None,
+            model_cache_mb=cfg.search.model_cache_mb,
+        ),
         build_space(cfg.grid, allow_distributions=cfg.search.strategy != "grid"),
         cfg.seed,
     )

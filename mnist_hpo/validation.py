@@ -70,6 +70,7 @@ RULES: dict[str, Check] = {
     "loss": one_of(choices.LOSSES),
     "epochs": number(1, integer=True),
     "batch_size": number(1, integer=True),
+    "predict__batch_size": number(1, integer=True),
     "validation_split": number(0, 1),
     "compile__steps_per_execution": number(1, integer=True),
     "compile__jit_compile": jit_compile,
@@ -116,6 +117,7 @@ def validate_search(search: Any) -> None:
     if search.worker_threads is not None:
         number(1, integer=True)("search.worker_threads", search.worker_threads)
     number(1, integer=True)("search.worker_max_growth_mb", search.worker_max_growth_mb)
+    number(0, integer=True)("search.model_cache_mb", search.model_cache_mb)
     if search.gpu_memory_fraction is not None:
         number(0, 1.0001, closed_low=False)("search.gpu_memory_fraction", search.gpu_memory_fraction)
     one_of(choices.HALVING_RESOURCES)("search.resource", search.resource)

@@ -86,3 +86,36 @@ def test_diverging_training_raises(digits):
     with pytest.raises(TrainingDivergedError, match="non-finite"):
         estimator.fit(x, y)
     assert estimator.fit_error_.startswith("TrainingDivergedError")
+
+
+REUSE_MODEL = ModelConfig(epochs=2, dropout_dense=0.3, activation="prelu", validation_split=0.1)
+
+
+def fitted(digits, model_cache_mb: int, batch_size: int = 32) -> MnistCNNClassifier:
+    """A fit of ``REUSE_MODEL`` (dropout and PReLU: seeded and trainable state to restore)."""
+    config = ModelConfig(**{**vars(REUSE_MODEL), "batch_size": batch_size})
+    return build_estimator(config, seed=3, model_cache_mb=model_cache_mb).fit(*digits)
+
+
+def test_a_reused_compiled_model_learns_exactly_what_a_fresh_one_does(digits):
+    x, _ = digits
+    fresh = [fitted(digits, model_cache_mb=0, batch_size=size) for size in (32, 16)]
+    expected = [(estimator.history_["loss"], estimator.predict_proba(x)) for estimator in fresh]
+    first = fitted(digits, model_cache_mb=64)
+    model = first.model_
+    del first  # a finished fold: its estimator is gone, so the next fit may take its model
+    for batch_size, (loss, probabilities) in zip((32, 16), expected, strict=True):
+        reused = fitted(digits, model_cache_mb=64, batch_size=batch_size)
+        assert reused.model_ is model  # the traced functions were reused, not rebuilt
+        assert reused.history_["loss"] == loss
+        np.testing.assert_array_equal(reused.predict_proba(x), probabilities)
+        del reused
+
+
+def test_a_live_estimator_never_has_its_model_reset_under_it(digits):
+    x, _ = digits
+    kept = fitted(digits, model_cache_mb=64)
+    before = kept.predict_proba(x)
+    later = fitted(digits, model_cache_mb=64)
+    assert later.model_ is not kept.model_
+    np.testing.assert_array_equal(kept.predict_proba(x), before)
