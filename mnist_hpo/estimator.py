@@ -124,13 +124,12 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         # epoch differed in the third decimal, so other backends build every fit.
         reusable = keras.backend.backend() == "tensorflow"
         budget = (getattr(self, "model_cache_mb", 0) or 0) if reusable else 0
-        signature = self._model_signature() if budget > 0 else ""
-        model = MODELS.take(signature, owner=self) if budget > 0 else None
-        if model is not None:
+        signature = self._model_signature() if budget > 0 else None
+        if signature is not None and (model := MODELS.take(signature, owner=self)) is not None:
             return model
         keras.backend.clear_session(free_memory=False)
         model = super()._build_keras_model()
-        if budget > 0:
+        if signature is not None:
             if not model.compiled:
                 model.compile(**self._get_compile_kwargs())
             MODELS.put(signature, model, owner=self, budget_mb=budget)

@@ -76,7 +76,7 @@ def initialize_sqlite(uri: str) -> None:
     """Create or upgrade a local SQLite store's schema, one process at a time.
 
     MLflow builds the schema with a chain of Alembic migrations on first open. Two processes
-    doing that at once on a fresh file (two terminals, a UI and a search) break each other
+    doing that at once on a fresh file (two terminals, parallel jobs) break each other
     and can leave the file half-migrated for good, so the first open holds a file lock
     beside the database. Later opens find the tables and migrate nothing.
     """
