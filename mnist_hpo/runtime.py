@@ -4,8 +4,25 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib.util import find_spec
 
+from mnist_hpo.choices import BACKENDS, DEVICES
 from mnist_hpo.config import ConfigError
+from mnist_hpo.validation import one_of
+
+# What to install for each Keras backend (extras in pyproject.toml).
+INSTALL_HINTS = {"tensorflow": "mnist-hpo", "jax": "mnist-hpo[jax]", "torch": "mnist-hpo[torch]"}
+
+
+def require_backend(backend: str) -> None:
+    """Raise a one-line :class:`ConfigError` when ``backend`` cannot be imported here."""
+    if find_spec(backend) is not None:
+        return
+    installed = [name for name in BACKENDS if find_spec(name) is not None]
+    raise ConfigError(
+        f'backend: {backend} is not installed in this environment (pip install "{INSTALL_HINTS[backend]}"); '
+        f"installed: {', '.join(installed) or 'none'}"
+    )
 
 
 def configure_backend(backend: str, device: str) -> None:
@@ -13,12 +30,15 @@ def configure_backend(backend: str, device: str) -> None:
 
     Worker processes started later (joblib/loky) inherit it, so every fit agrees.
     """
+    one_of(BACKENDS)("backend", backend)
+    one_of(DEVICES)("device", device)
     loaded = sys.modules.get("keras")
     if loaded is not None and loaded.backend.backend() != backend:
         raise ConfigError(
             f"backend: Keras is already loaded with {loaded.backend.backend()!r} in this process; "
             f"start a new process for backend={backend}"
         )
+    require_backend(backend)
     os.environ["KERAS_BACKEND"] = backend
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # Take GPU memory as needed, never the whole card, so several fits can share one GPU.

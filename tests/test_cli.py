@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from importlib.util import find_spec
 
 import mlflow
 import numpy as np
@@ -141,3 +142,25 @@ def test_unknown_activation_fails_at_once_naming_key_and_choices(cli, tmp_path):
     lines = result.stderr.strip().splitlines()
     assert lines[-1].startswith("error: model.activation: unknown value 'softplusx'; valid: sigmoid, relu")
     assert runs_by_level(store_uri(tmp_path)).get("search") is None
+
+
+MISSING_BACKENDS = [name for name in ("torch", "jax") if find_spec(name) is None]
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("backend=mxnet", "error: backend: unknown value 'mxnet'; valid: tensorflow, jax, torch"),
+        ("device=tpu", "error: device: unknown value 'tpu'; valid: auto, cpu, gpu"),
+        *[
+            (f"backend={name}", f'error: backend: {name} is not installed in this environment (pip install "mnist-hpo[')
+            for name in MISSING_BACKENDS[:1]
+        ],
+    ],
+)
+def test_backend_and_device_are_checked_before_keras_loads(cli, tmp_path, override, message):
+    result = cli("experiment=smoke", override, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "mlruns").exists()
