@@ -10,16 +10,15 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mnist_hpo.config import SWEEP_RUN_ENV, ConfigError, register_configs
+from mnist_hpo.config import SWEEP_RUN_ENV, ConfigError, moved_key, register_configs, typed
 from mnist_hpo.runtime import configure_backend
+from mnist_hpo.session import JobContext
 
 register_configs()
 
 
-def job_context():
+def job_context() -> JobContext:
     """Describe this Hydra job for the runner."""
-    from mnist_hpo.runner import JobContext
-
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode.name == "MULTIRUN"
     return JobContext(
@@ -32,19 +31,34 @@ def job_context():
     )
 
 
+def fail(error: ConfigError) -> None:
+    """Report a user's mistake as one line and exit 2."""
+    print(f"error: {error}", file=sys.stderr)
+    sys.exit(2)
+
+
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Run one search and return its best CV score, so sweepers can optimise it."""
     try:
-        configure_backend(cfg.backend, cfg.device)
-        # Imported only now: importing the runner imports Keras, which reads the backend.
-        from mnist_hpo.runner import run
+        config = typed(cfg)
+        configure_backend(config.backend, config.device)
+        # Imported only now: the search imports Keras, which reads the backend.
+        from mnist_hpo.dispatch import run
 
-        return run(cfg, job_context())
+        return run(config, job_context())
     except ConfigError as error:
-        print(f"error: {error}", file=sys.stderr)
-        sys.exit(2)
+        fail(error)
+
+
+def cli() -> None:
+    """The entry point: keys that moved groups stop with one line naming the new key, then Hydra runs."""
+    for override in sys.argv[1:]:
+        message = moved_key(override)
+        if message is not None:
+            fail(ConfigError(message))
+    main()
 
 
 if __name__ == "__main__":
-    main()
+    cli()

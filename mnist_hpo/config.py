@@ -1,11 +1,12 @@
-"""The typed configuration schema that Hydra validates every composed config against."""
+"""The typed configuration: Hydra validates the composed config against it, and only it travels below ``__main__``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
 
 # A multirun's jobs find their MLflow sweep run here (set by mnist_hpo.tracking.sweep).
 SWEEP_RUN_ENV = "MNIST_HPO_SWEEP_RUN_ID"
@@ -53,7 +54,7 @@ class DataConfig:
 
 @dataclass
 class RayConfig:
-    """Where ``search.backend=ray`` sends fits, and what each fit asks of the cluster."""
+    """Where ``execution.backend=ray`` sends fits, and what each fit asks of the cluster."""
 
     address: str | None = None
     ray_remote_args: dict[str, Any] = field(default_factory=dict)
@@ -61,12 +62,11 @@ class RayConfig:
 
 @dataclass
 class SearchConfig:
-    """The scikit-learn search strategy, its folds and scoring."""
+    """What is searched and how candidates are judged: strategy, folds, scoring, refit."""
 
     strategy: str = "grid"
     cv: int = 3
     scoring: str = "accuracy"
-    n_jobs: int = 1
     refit: bool = True
     error_score: Any = "nan"
     return_train_score: bool = True
@@ -75,13 +75,20 @@ class SearchConfig:
     factor: int = 3
     min_resources: Any = "exhaust"
     n_candidates: Any = "exhaust"
-    progress: bool = True
+
+
+@dataclass
+class ExecutionConfig:
+    """How and where fits run, never what they find: no field here is part of a result's identity."""
+
+    n_jobs: int = 1
     backend: str = "loky"
+    ray: RayConfig = field(default_factory=RayConfig)
     worker_threads: int | None = None
     worker_max_growth_mb: int = 300
     model_cache_mb: int = 256
     gpu_memory_fraction: float | None = None
-    ray: RayConfig = field(default_factory=RayConfig)
+    progress: bool = True
     resume: bool = True
     journal_dir: str | None = None
 
@@ -117,6 +124,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     grid: dict[str, Any] = field(default_factory=dict)
     search: SearchConfig = field(default_factory=SearchConfig)
+    execution: ExecutionConfig = field(default_factory=ExecutionConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     study: StudyConfig = field(default_factory=StudyConfig)
     seed: int = 42
@@ -125,6 +133,31 @@ class Config:
     device: str = "auto"
 
 
+# Groups that never decide a result: left out of every result identity (resume, fit keys).
+RESULT_NEUTRAL_GROUPS = ("execution", "tracking")
+EXECUTION_KEYS = tuple(item.name for item in fields(ExecutionConfig))
+
+
 def register_configs() -> None:
     """Register the schema so ``conf/config.yaml`` can name it first in its defaults."""
     ConfigStore.instance().store(name="config_schema", node=Config)
+
+
+def typed(cfg: DictConfig) -> Config:
+    """The composed config as the typed ``Config`` dataclasses: the one conversion, at the edge."""
+    return OmegaConf.to_object(cfg)
+
+
+def config_yaml(cfg: Config) -> str:
+    """The resolved config as YAML, as it is recorded with each search."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
+
+
+def moved_key(override: str) -> str | None:
+    """The one-line error for a command-line override of a key that moved to ``execution``."""
+    key = override.lstrip("+~").split("=", 1)[0]
+    group, _, name = key.partition(".")
+    if group == "search" and name.split(".")[0] in EXECUTION_KEYS:
+        value = override.split("=", 1)[1] if "=" in override else "..."
+        return f"{key}: moved to execution.{name} (how fits run, not what is searched); use execution.{name}={value}"
+    return None

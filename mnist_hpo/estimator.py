@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import math
+from pathlib import Path
 from typing import Any
 
 import keras
@@ -14,7 +15,7 @@ from sklearn.callback import CallbackContext, CallbackSupportMixin, with_callbac
 from sklearn.utils import ClassifierTags
 
 from mnist_hpo.choices import ONE_HOT_LOSSES
-from mnist_hpo.config import ModelConfig
+from mnist_hpo.config import ExecutionConfig, ModelConfig
 from mnist_hpo.journal import FitJournal, describe, fit_key
 from mnist_hpo.model import build_cnn
 from mnist_hpo.model_cache import MODELS
@@ -24,7 +25,7 @@ from mnist_hpo.params import estimator_params
 # every value of them. Anything else (even an unknown parameter) keeps models apart.
 FIT_TIME_PARAMS = frozenset(
     {"batch_size", "epochs", "validation_split", "shuffle", "verbose", "callbacks", "class_weight",
-     "predict__batch_size", "warm_start", "random_state", "journal", "model_cache_mb"}
+     "predict__batch_size", "warm_start", "random_state"}
 )  # fmt: skip
 
 
@@ -67,16 +68,16 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
     * A non-finite training loss raises :class:`TrainingDivergedError`.
     * With ``journal`` (a folder), each finished fit is saved there and an identical later fit
       (same parameters, backend and data) is loaded instead of trained: ``fit_reused_`` says so.
+
+    ``journal`` and ``model_cache_mb`` are this class's own keywords (scikeras' documented way to
+    subclass): they say how a fit runs, never what it learns, so :data:`EXECUTION_PARAMS` keeps
+    them out of fit keys and model signatures, and scikeras never routes them to the model.
     """
 
-    @property
-    def _user_params(self) -> set[str]:
-        """The extra ``__init__`` arguments scikeras passes to the model builder; not our own."""
-        return self.__dict__.get("_model_user_params", set())
-
-    @_user_params.setter
-    def _user_params(self, names: set[str]) -> None:
-        self.__dict__["_model_user_params"] = set(names) - {"journal", "model_cache_mb"}
+    def __init__(self, journal: str | None = None, model_cache_mb: int = 0, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.journal = journal
+        self.model_cache_mb = model_cache_mb
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -95,25 +96,30 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         return ClassifierLabelEncoder(loss=encoder_loss, categories=categories)
 
     def _get_compile_kwargs(self) -> dict[str, Any]:
-        """Route ``optimizer__*`` values only to optimizers that take them (momentum: sgd)."""
+        """Route ``optimizer__*`` values only to optimizers that take them (momentum: sgd).
+
+        scikeras builds the compile arguments from ``get_params()``, so an unfit twin without the
+        unaccepted values builds them; this estimator's own parameters are never touched.
+        """
         optimizer = keras.optimizers.get(self.optimizer).__class__
         accepted = set(inspect.signature(optimizer.__init__).parameters)
-        dropped = {
-            name: getattr(self, name)
-            for name in list(vars(self))
-            if name.startswith("optimizer__") and name.split("__")[1] not in accepted
+        params = self.get_params(deep=False)
+        kept = {
+            name: value
+            for name, value in params.items()
+            if not (name.startswith("optimizer__") and name.split("__")[1] not in accepted)
         }
-        for name in dropped:
-            delattr(self, name)
-        try:
+        if len(kept) == len(params):
             return super()._get_compile_kwargs()
-        finally:
-            for name, value in dropped.items():
-                setattr(self, name, value)
+        return type(self)(**kept)._get_compile_kwargs()
+
+    def result_params(self) -> dict[str, Any]:
+        """The parameters that decide what a fit learns: all but :data:`EXECUTION_PARAMS`."""
+        return {name: value for name, value in self.get_params().items() if name not in EXECUTION_PARAMS}
 
     def _model_signature(self) -> str:
         """Everything that decides the built, compiled model (not the fit-time parameters)."""
-        params = self.get_params()
+        params = self.result_params()
         parts = [f"{name}={describe(params[name])}" for name in sorted(params) if name not in FIT_TIME_PARAMS]
         meta = (keras.backend.backend(), self._random_state, self.X_shape_[1:], list(self.classes_))
         return ";".join([*parts, repr(meta)])
@@ -123,7 +129,7 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         # Reuse is exact on TensorFlow (tests/test_estimator.py); on JAX a reset model's first
         # epoch differed in the third decimal, so other backends build every fit.
         reusable = keras.backend.backend() == "tensorflow"
-        budget = (getattr(self, "model_cache_mb", 0) or 0) if reusable else 0
+        budget = self.model_cache_mb if reusable else 0
         signature = self._model_signature() if budget > 0 else None
         if signature is not None and (model := MODELS.take(signature, owner=self)) is not None:
             return model
@@ -145,18 +151,15 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
     @with_callbacks
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight=None, **kwargs) -> MnistCNNClassifier:
         """Fit a reset or fresh model (or load the journal's), reporting the fit and epochs to callbacks."""
-        params = self.get_params()
-        journal = FitJournal(self.journal) if getattr(self, "journal", None) else None
-        key = fit_key(params, keras.backend.backend(), X, y, sample_weight) if journal is not None else ""
+        journal = FitJournal(self.journal) if self.journal else None
+        key = fit_key(self.result_params(), keras.backend.backend(), X, y, sample_weight) if journal else ""
         saved = journal.load(key) if journal is not None else None
         self.fit_reused_ = saved is not None
         context = self._init_callback_context(max_subtasks=None)
         context.call_on_fit_task_begin(estimator=self, X=X, y=y)
         self.fit_error_ = None
         if saved is not None:
-            # Take the saved fit's learned state (model_, history_, encoders); keep this instance's params.
-            vars(self).update({name: value for name, value in vars(saved).items() if name not in params})
-            self.fit_reused_ = True
+            self.restore(X, y, saved.model_.get_weights(), saved.history_)
             context.call_on_fit_task_end(estimator=self, X=X, y=y)
             return self
         self._epoch_tasks = EpochTasks(self, context)
@@ -178,6 +181,12 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
             context.call_on_fit_task_end(estimator=self, X=X, y=y)
         return self
 
+    def restore(self, X: np.ndarray, y: np.ndarray, weights: list[np.ndarray], history: dict[str, list[float]]) -> None:
+        """Become the fit that learned ``weights`` on ``(X, y)``, through scikeras' public ``initialize``."""
+        self.initialize(X, y)
+        self.model_.set_weights(weights)
+        self.history_ = {name: list(values) for name, values in history.items()}
+
     def _raise_if_diverged(self) -> None:
         losses = self.history_.get("loss", [])
         if any(not math.isfinite(value) for value in losses):
@@ -186,19 +195,23 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
 
 
 def build_estimator(
-    model: ModelConfig, seed: int, journal: str | None = None, model_cache_mb: int = 0
+    model: ModelConfig, execution: ExecutionConfig, seed: int, journal: Path | None = None
 ) -> MnistCNNClassifier:
-    """Build the unfitted, seeded estimator for the ``model`` config group.
+    """Build the unfitted, seeded estimator for the ``model`` group, run as ``execution`` says.
 
     ``journal`` names the folder of finished fits that an interrupted search resumes from;
-    ``model_cache_mb`` bounds the compiled models a process keeps for reuse (0: build every fit).
+    ``execution.model_cache_mb`` bounds the compiled models a process keeps (0: build every fit).
     """
     return MnistCNNClassifier(
         model=build_cnn,
         metrics=["accuracy"],
         random_state=seed,
         verbose=0,
-        journal=journal,
-        model_cache_mb=model_cache_mb,
+        journal=str(journal) if journal is not None else None,
+        model_cache_mb=execution.model_cache_mb,
         **estimator_params(model),
     )
+
+
+# This class's own constructor keywords: how a fit runs, never what it learns.
+EXECUTION_PARAMS = frozenset(inspect.signature(MnistCNNClassifier.__init__).parameters) - {"self", "kwargs"}

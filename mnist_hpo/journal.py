@@ -19,8 +19,6 @@ from typing import Any
 
 import numpy as np
 
-# Parameters that do not change what a fit learns.
-NEUTRAL_PARAMS = frozenset({"journal", "model_cache_mb", "verbose", "callbacks"})
 SUFFIX = ".fit.pkl"
 
 
@@ -32,11 +30,10 @@ def describe(value: Any) -> str:
 
 
 def fit_key(params: dict[str, Any], backend: str, *arrays: np.ndarray | None) -> str:
-    """The journal key of one fit: a hash of its parameters, backend and training data."""
+    """The journal key of one fit: a hash of its result-deciding parameters, backend and training data."""
     digest = hashlib.sha256(backend.encode())
     for name in sorted(params):
-        if name not in NEUTRAL_PARAMS:
-            digest.update(f"{name}={describe(params[name])};".encode())
+        digest.update(f"{name}={describe(params[name])};".encode())
     for array in arrays:
         if array is None:
             digest.update(b"none")

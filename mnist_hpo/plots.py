@@ -132,3 +132,14 @@ def influence_figure(ranking: pd.DataFrame) -> Figure:
     panel.set_title("Influence of each hyperparameter (stage 1)", fontsize=10)
     figure.tight_layout()
     return figure
+
+
+def search_figures(result: SearchResult, best_history: dict[str, list[float]] | None) -> dict[str, Figure]:
+    """Every plot a search run carries, by file name; the best fit's curves when it was refitted."""
+    figures = {"scores_by_axis.png": axis_scores_figure(result), "fit_time.png": fit_time_figure(result)}
+    figures |= heatmap_figures(result)
+    if best_history is not None:
+        figures["learning_curves_best.png"] = learning_curves_figure(best_history)
+    if result.test is not None:
+        figures["confusion_matrix.png"] = confusion_figure(result.test.confusion)
+    return figures

@@ -5,12 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import joblib
-from omegaconf import OmegaConf
 
-from mnist_hpo.config import ConfigError
+from mnist_hpo.config import ConfigError, RayConfig
 
 # What Ray's workers must inherit to build the same Keras as this process.
 FORWARDED_ENV = ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL", "TF_FORCE_GPU_ALLOW_GROWTH", "CUDA_VISIBLE_DEVICES")
@@ -21,23 +19,22 @@ def connect(address: str | None) -> None:
     try:
         import ray
     except ImportError as error:
-        raise ConfigError("search.backend: ray needs Ray; pip install -e '.[ray]'") from error
+        raise ConfigError("execution.backend: ray needs Ray; pip install -e '.[ray]'") from error
     if ray.is_initialized():
         return
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
     try:
         ray.init(address=address or None, runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False)
     except ConnectionError as error:
-        raise ConfigError(f"search.ray.address: cannot reach a Ray cluster at {address!r} ({error})") from error
+        raise ConfigError(f"execution.ray.address: cannot reach a Ray cluster at {address!r} ({error})") from error
 
 
 @contextmanager
-def ray_workers(config: Any) -> Iterator[None]:
+def ray_workers(config: RayConfig) -> Iterator[None]:
     """Run joblib work (the search's fits) as Ray tasks with ``config.ray_remote_args``."""
     connect(config.address)
     from ray.util.joblib import register_ray
 
     register_ray()
-    remote_args = OmegaConf.to_container(config.ray_remote_args) if OmegaConf.is_config(config.ray_remote_args) else {}
-    with joblib.parallel_config(backend="ray", ray_remote_args=remote_args or {}):
+    with joblib.parallel_config(backend="ray", ray_remote_args=dict(config.ray_remote_args)):
         yield

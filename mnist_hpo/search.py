@@ -39,7 +39,9 @@ def has_distributions(space: dict[str, Any]) -> bool:
     return any(not isinstance(values, list) for values in space.values())
 
 
-def build_search(config: SearchConfig, estimator: BaseEstimator, space: dict[str, Any], seed: int) -> BaseSearchCV:
+def build_search(
+    config: SearchConfig, estimator: BaseEstimator, space: dict[str, Any], seed: int, n_jobs: int = 1
+) -> BaseSearchCV:
     """Build the unfitted search that ``search.strategy`` names.
 
     Args:
@@ -47,6 +49,7 @@ def build_search(config: SearchConfig, estimator: BaseEstimator, space: dict[str
         estimator: The unfitted estimator each candidate clones.
         space: Parameter grid or distributions, from :func:`mnist_hpo.space.build_space`.
         seed: Seeds the folds and any sampling.
+        n_jobs: Parallel fits (``execution.n_jobs``): how the search runs, not what it finds.
 
     Returns:
         A GridSearchCV, RandomizedSearchCV, HalvingGridSearchCV or HalvingRandomSearchCV.
@@ -54,7 +57,7 @@ def build_search(config: SearchConfig, estimator: BaseEstimator, space: dict[str
     common = dict(
         estimator=estimator,
         scoring=config.scoring,
-        n_jobs=config.n_jobs,
+        n_jobs=n_jobs,
         refit=config.refit,
         cv=build_cv(config, seed),
         error_score=error_score(config.error_score),
@@ -79,9 +82,17 @@ def build_search(config: SearchConfig, estimator: BaseEstimator, space: dict[str
 
 
 def candidate_params(search: BaseSearchCV) -> Iterable[dict[str, Any]]:
-    """The candidates the search will try first, as its own ``_run_search`` generates them."""
-    if isinstance(search, (HalvingGridSearchCV, HalvingRandomSearchCV)):
-        return search._generate_candidate_params()
+    """The candidates the search will try first, drawn as its ``_run_search`` draws them.
+
+    Only public API: a grid's ``ParameterGrid``; a sampler seeded like the search, for as many
+    candidates as the search asks for (halving's "exhaust" from its fitted ``max_resources_`` and
+    ``min_resources_``, as scikit-learn documents it).
+    """
+    if isinstance(search, HalvingRandomSearchCV):
+        count = search.n_candidates
+        if count == "exhaust":
+            count = search.max_resources_ // search.min_resources_
+        return ParameterSampler(search.param_distributions, count, random_state=search.random_state)
     if isinstance(search, RandomizedSearchCV):
         return ParameterSampler(search.param_distributions, search.n_iter, random_state=search.random_state)
     return ParameterGrid(search.param_grid)

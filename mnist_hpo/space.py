@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
 from scipy import stats
 
 from mnist_hpo.config import ConfigError
@@ -15,13 +14,6 @@ DISTRIBUTIONS = {
     "loguniform": stats.loguniform,
     "randint": lambda low, high: stats.randint(low, high + 1),
 }
-
-
-def plain(value: Any) -> Any:
-    """Return ``value`` as plain Python containers (OmegaConf nodes resolved)."""
-    if isinstance(value, (DictConfig, ListConfig)):
-        return OmegaConf.to_container(value, resolve=True)
-    return value
 
 
 def distribution(key: str, spec: Mapping[str, Any]) -> Any:
@@ -53,7 +45,7 @@ def build_space(grid: Mapping[str, Any], *, allow_distributions: bool) -> dict[s
         A dict of lists (and scipy distributions where allowed).
     """
     space: dict[str, Any] = {}
-    for key, value in plain(grid).items():
+    for key, value in grid.items():
         if is_distribution(value):
             if not allow_distributions:
                 raise ConfigError(

@@ -9,32 +9,33 @@ scores it on the test set. Everything nests under one MLflow study run: study ->
 
 from __future__ import annotations
 
-import dataclasses
 import json
+from dataclasses import asdict, replace
 from typing import Any
 
 import pandas as pd
-from omegaconf import DictConfig, OmegaConf, open_dict
 from rich.console import Console
 from rich.table import Table
 
 from mnist_hpo import plots
+from mnist_hpo.config import Config
 from mnist_hpo.data import stratified_subset
 from mnist_hpo.evaluation import SearchResult
-from mnist_hpo.runner import JobContext, Session, run_search
+from mnist_hpo.runner import run_search
+from mnist_hpo.session import JobContext, Session
 from mnist_hpo.tracking.group_run import GroupRun
+from mnist_hpo.tracking.runs import BEST_SEARCH, STAGE2_GRID
 
 
-def stage_config(cfg: DictConfig, grid: dict[str, list[Any]], *, refit: bool) -> DictConfig:
+def stage_config(cfg: Config, grid: dict[str, list[Any]], *, refit: bool) -> Config:
     """``cfg`` with the search space replaced by ``grid`` and the study switched off."""
-    stage = cfg.copy()
-    with open_dict(stage):
-        stage.grid = grid
-        stage.search.refit = refit
-        stage.study.enabled = False
-        if not refit:
-            stage.tracking.log_model = False
-    return stage
+    return replace(
+        cfg,
+        grid=grid,
+        search=replace(cfg.search, refit=refit),
+        study=replace(cfg.study, enabled=False),
+        tracking=replace(cfg.tracking, log_model=cfg.tracking.log_model and refit),
+    )
 
 
 def influence(results: dict[str, SearchResult]) -> pd.DataFrame:
@@ -81,19 +82,19 @@ def influence_table(ranking: pd.DataFrame) -> Table:
 def stage1_session(session: Session, size: int | None, seed: int) -> Session:
     """The session with training images cut to the stage-1 subset."""
     x, y = stratified_subset(session.data.x_train, session.data.y_train, size, seed, "study.stage1_train_size")
-    return dataclasses.replace(session, data=dataclasses.replace(session.data, x_train=x, y_train=y))
+    return replace(session, data=replace(session.data, x_train=x, y_train=y))
 
 
-def run_study(cfg: DictConfig, job: JobContext, session: Session, console: Console) -> float:
+def run_study(cfg: Config, job: JobContext, session: Session, console: Console) -> float:
     """Run both stages and return the stage-2 best mean CV score."""
     study = cfg.study
-    params = {f"study.{key}": value for key, value in OmegaConf.to_container(study, resolve=True).items()}
+    params = {f"study.{key}": value for key, value in asdict(study).items()}
     with GroupRun(session.store, cfg.tracking.experiment, "study", "study", job.sweep_run_id, params) as study_run:
         coarse_session = stage1_session(session, study.stage1_train_size, cfg.seed)
         stage1: dict[str, SearchResult] = {}
         with GroupRun.child(study_run, "stage-1", "stage") as stage_run:
             for name, values in study.coarse.items():
-                grid = {name: OmegaConf.to_container(values)}
+                grid = {name: list(values)}
                 outcome = run_search(
                     stage_config(cfg, grid, refit=False),
                     job,
@@ -124,6 +125,6 @@ def run_study(cfg: DictConfig, job: JobContext, session: Session, console: Conso
         if final.result.test is not None:
             metrics |= final.result.test.metrics()
             console.print(f"[bold]Study result[/bold]: test accuracy {final.result.test.accuracy:.4f}")
-        tags = {"mnist_hpo.best_search_run_id": final.run_id or "", "mnist_hpo.stage2_grid": json.dumps(grid)}
+        tags = {BEST_SEARCH: final.run_id or "", STAGE2_GRID: json.dumps(grid)}
         study_run.finish(metrics, tags)
     return final.result.best_score

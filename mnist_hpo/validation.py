@@ -5,10 +5,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from mnist_hpo import choices
-from mnist_hpo.config import ConfigError, ModelConfig
+from mnist_hpo.config import (
+    Config,
+    ConfigError,
+    DataConfig,
+    ExecutionConfig,
+    ModelConfig,
+    SearchConfig,
+    StudyConfig,
+)
 from mnist_hpo.params import CONFIG_KEYS, estimator_params
 from mnist_hpo.space import build_space, values_of
 
@@ -83,7 +89,7 @@ def validate_model(model: ModelConfig) -> None:
         RULES[routed](CONFIG_KEYS[routed], value)
 
 
-def validate_grid(grid: Any, allow_distributions: bool, where: str = "grid") -> None:
+def validate_grid(grid: dict[str, Any], allow_distributions: bool, where: str = "grid") -> None:
     """Check the grid is non-empty, names estimator parameters and lists valid values."""
     if not grid:
         raise ConfigError(f"{where}: the search space is empty; give at least one parameter with values")
@@ -95,7 +101,7 @@ def validate_grid(grid: Any, allow_distributions: bool, where: str = "grid") -> 
             RULES[key](f"{where}.{key}", value)
 
 
-def validate_study(study: Any) -> None:
+def validate_study(study: StudyConfig) -> None:
     """Check the ``study`` group: coarse grids of one hyperparameter each, and what stage 2 keeps."""
     validate_grid(study.coarse, allow_distributions=False, where="study.coarse")
     number(1, integer=True)("study.top_k", study.top_k)
@@ -104,47 +110,54 @@ def validate_study(study: Any) -> None:
         number(10, integer=True)("study.stage1_train_size", study.stage1_train_size)
 
 
-def validate_search(search: Any) -> None:
+def validate_search(search: SearchConfig) -> None:
     """Check the ``search`` group."""
     one_of(choices.STRATEGIES)("search.strategy", search.strategy)
     number(2, integer=True)("search.cv", search.cv)
-    if isinstance(search.n_jobs, bool) or not isinstance(search.n_jobs, int) or search.n_jobs == 0:
-        raise ConfigError(f"search.n_jobs: {search.n_jobs!r} must be a non-zero integer (-1 = all cores)")
     if search.error_score not in ("nan", "raise") and not isinstance(search.error_score, (int, float)):
         raise ConfigError(f"search.error_score: {search.error_score!r} must be nan, raise or a number")
     number(1, integer=True)("search.n_iter", search.n_iter)
-    one_of(choices.FIT_BACKENDS)("search.backend", search.backend)
-    if search.worker_threads is not None:
-        number(1, integer=True)("search.worker_threads", search.worker_threads)
-    number(1, integer=True)("search.worker_max_growth_mb", search.worker_max_growth_mb)
-    number(0, integer=True)("search.model_cache_mb", search.model_cache_mb)
-    if search.gpu_memory_fraction is not None:
-        number(0, 1.0001, closed_low=False)("search.gpu_memory_fraction", search.gpu_memory_fraction)
     one_of(choices.HALVING_RESOURCES)("search.resource", search.resource)
     number(2, integer=True)("search.factor", search.factor)
     for key in ("min_resources", "n_candidates"):
-        value = search[key]
+        value = getattr(search, key)
         if value != "exhaust" and not (isinstance(value, int) and value >= 1):
             raise ConfigError(f"search.{key}: {value!r} must be exhaust or a positive integer")
 
 
-def validate_data(data: Any) -> None:
+def validate_execution(execution: ExecutionConfig) -> None:
+    """Check the ``execution`` group."""
+    n_jobs = execution.n_jobs
+    if isinstance(n_jobs, bool) or not isinstance(n_jobs, int) or n_jobs == 0:
+        raise ConfigError(f"execution.n_jobs: {n_jobs!r} must be a non-zero integer (-1 = all cores)")
+    one_of(choices.FIT_BACKENDS)("execution.backend", execution.backend)
+    if execution.worker_threads is not None:
+        number(1, integer=True)("execution.worker_threads", execution.worker_threads)
+    number(1, integer=True)("execution.worker_max_growth_mb", execution.worker_max_growth_mb)
+    number(0, integer=True)("execution.model_cache_mb", execution.model_cache_mb)
+    if execution.gpu_memory_fraction is not None:
+        number(0, 1.0001, closed_low=False)("execution.gpu_memory_fraction", execution.gpu_memory_fraction)
+
+
+def validate_data(data: DataConfig) -> None:
     """Check the ``data`` group (file contents are checked when loaded, still before training)."""
     one_of(choices.DATA_SOURCES)("data.source", data.source)
     if data.source == "path" and not data.path:
         raise ConfigError("data.path: data.source=path needs data.path set to an MNIST .npz or IDX folder")
     for key in ("train_size", "test_size"):
-        if data[key] is not None:
-            number(10, integer=True)(f"data.{key}", data[key])
+        value = getattr(data, key)
+        if value is not None:
+            number(10, integer=True)(f"data.{key}", value)
 
 
-def validate_config(cfg: DictConfig) -> None:
-    """Check the whole composed config; raise :class:`ConfigError` on the first bad value."""
+def validate_config(cfg: Config) -> None:
+    """Check the whole config; raise :class:`ConfigError` on the first bad value."""
     one_of(choices.BACKENDS)("backend", cfg.backend)
     one_of(choices.DEVICES)("device", cfg.device)
-    validate_model(OmegaConf.to_object(cfg.model))
+    validate_model(cfg.model)
     validate_data(cfg.data)
     validate_search(cfg.search)
+    validate_execution(cfg.execution)
     if cfg.study.enabled:
         validate_study(cfg.study)
         return

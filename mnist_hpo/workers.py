@@ -1,9 +1,9 @@
 """Where the search's (candidate, fold) fits run: in-process, in recycled loky workers, or on Ray.
 
-With ``search.n_jobs`` other than 1, scikit-learn hands fits to joblib. Here joblib's loky
+With ``execution.n_jobs`` other than 1, scikit-learn hands fits to joblib. Here joblib's loky
 backend gets an initializer that gives each worker its share of the CPU threads and a memory
 ceiling: loky replaces a worker whose resident memory has grown by more than
-``search.worker_max_growth_mb`` since its first task (TensorFlow keeps a few MB of every traced
+``execution.worker_max_growth_mb`` since its first task (TensorFlow keeps a few MB of every traced
 model), so memory stays bounded however long the grid is.
 """
 
@@ -12,9 +12,26 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import joblib
+
+from mnist_hpo.config import ExecutionConfig
+
+# loky has no public setting for its per-worker memory ceiling, only this module global, read
+# after every task. It is the one private name the project writes; a rename fails loudly here.
+LOKY_MEMORY_CEILING = "_MAX_MEMORY_LEAK_SIZE"
+
+
+def set_memory_ceiling(max_growth_mb: int) -> None:
+    """Make loky replace this worker once its memory grew by ``max_growth_mb`` (needs psutil)."""
+    from joblib.externals.loky import process_executor
+
+    if not hasattr(process_executor, LOKY_MEMORY_CEILING):
+        raise RuntimeError(
+            f"joblib {joblib.__version__}: loky no longer has {LOKY_MEMORY_CEILING}, so "
+            "execution.worker_max_growth_mb cannot be enforced; pin joblib or update mnist_hpo.workers"
+        )
+    setattr(process_executor, LOKY_MEMORY_CEILING, max_growth_mb * 2**20)
 
 
 def thread_budget(n_jobs: int, threads: int | None) -> int:
@@ -35,10 +52,7 @@ def gpu_share(n_jobs: int, fraction: float | None) -> float:
 
 def init_worker(max_growth_mb: int, threads: int, gpu_fraction: float) -> None:
     """Run once in each new worker process, before its first fit."""
-    from joblib.externals.loky import process_executor
-
-    # loky checks this after every task (it needs psutil) and restarts a worker past it.
-    process_executor._MAX_MEMORY_LEAK_SIZE = max_growth_mb * 2**20
+    set_memory_ceiling(max_growth_mb)
     set_backend_threads(threads)
     limit_gpu_memory(gpu_fraction)
 
@@ -72,25 +86,27 @@ def set_backend_threads(threads: int) -> None:
 
 
 @contextmanager
-def fit_workers(search: Any) -> Iterator[None]:
-    """Run the search's parallel fits in workers configured from the ``search`` group.
+def fit_workers(execution: ExecutionConfig) -> Iterator[None]:
+    """Run the search's parallel fits in workers configured from the ``execution`` group.
 
-    ``search.backend=loky`` (default) uses local processes; ``ray`` sends each fit to a Ray
-    cluster through Ray's joblib backend (``search.ray.address``; a local Ray when empty).
+    ``execution.backend=loky`` (default) uses local processes; ``ray`` sends each fit to a Ray
+    cluster through Ray's joblib backend (``execution.ray.address``; a local Ray when empty).
     """
-    if search.backend == "ray":
+    if execution.backend == "ray":
         from mnist_hpo.ray_backend import ray_workers
 
-        with ray_workers(search.ray):
+        with ray_workers(execution.ray):
             yield
         return
-    threads = thread_budget(search.n_jobs, search.worker_threads)
-    fraction = gpu_share(search.n_jobs, search.gpu_memory_fraction)
-    if search.n_jobs != 1:
+    threads = thread_budget(execution.n_jobs, execution.worker_threads)
+    fraction = gpu_share(execution.n_jobs, execution.gpu_memory_fraction)
+    if execution.n_jobs != 1:
+        # Checked here too, so a renamed loky global stops the search before any fit starts.
+        set_memory_ceiling(execution.worker_max_growth_mb)
         os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", str(fraction))
     with joblib.parallel_config(
         backend="loky",
         initializer=init_worker,
-        initargs=(search.worker_max_growth_mb, threads, fraction),
+        initargs=(execution.worker_max_growth_mb, threads, fraction),
     ):
         yield

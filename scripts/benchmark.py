@@ -9,7 +9,7 @@ candidates on the same folds with the same model and epochs; none refits at the 
 the training folds (the runner is told so: ``search.refit=false search.return_train_score=false``):
 
 1. runner   - ``mnist_hpo.runner.run`` with MLflow tracking on (a temporary store) and the
-              project's defaults; ``--set`` passes config overrides (e.g. ``search.n_jobs=1``).
+              project's defaults; ``--set`` passes config overrides (e.g. ``execution.n_jobs=1``).
 2. baseline - a plain scikeras ``KerasClassifier`` in ``GridSearchCV`` with library defaults,
               as the seed notebooks wrote it (model compiled in the build function, one-hot targets).
 3. floor    - the same fits as bare ``model.fit`` calls in a loop: no sklearn, scikeras or MLflow.
@@ -21,6 +21,7 @@ ways side by side, the machine, backend and versions, and writes them all to ``-
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import os
 import platform
@@ -28,7 +29,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -53,11 +53,11 @@ def compose(overrides: list[str]) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from mnist_hpo.config import register_configs
+    from mnist_hpo.config import register_configs, typed
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return hydra_compose("config", overrides=overrides)
+        return typed(hydra_compose("config", overrides=overrides))
 
 
 def key_of(params: dict[str, Any]) -> Key:
@@ -83,13 +83,14 @@ def run_runner(cfg: Any) -> Scores:
     import pandas as pd
     from rich.console import Console
 
-    from mnist_hpo.runner import JobContext, run
+    from mnist_hpo.dispatch import run
+    from mnist_hpo.session import JobContext
 
     with tempfile.TemporaryDirectory() as folder:
         job = JobContext(launch_dir=Path(folder), output_dir=Path(folder) / "out")
         run(cfg, job, Console(file=open(os.devnull, "w")))  # noqa: SIM115 - quiet for the timing
         frame = pd.read_csv(Path(folder) / "out" / "cv_results.csv")
-    params = frame["params"].map(lambda text: eval(text, {}))
+    params = frame["params"].map(ast.literal_eval)
     return {key_of(p): float(score) for p, score in zip(params, frame["mean_test_score"], strict=True)}
 
 
@@ -114,9 +115,9 @@ def run_baseline(cfg: Any, data: Any, folds: list) -> Scores:
         return model
 
     grid = {
-        "model__activation": list(cfg.grid.model__activation),
-        "model__loss": list(cfg.grid.loss),
-        "batch_size": list(cfg.grid.batch_size),
+        "model__activation": list(cfg.grid["model__activation"]),
+        "model__loss": list(cfg.grid["loss"]),
+        "batch_size": list(cfg.grid["batch_size"]),
     }
     classifier = KerasClassifier(
         model=create_model,
@@ -178,13 +179,9 @@ def run_floor(cfg: Any, data: Any, folds: list) -> Scores:
 def machine() -> dict[str, Any]:
     import keras
 
-    packages = ("keras", "tensorflow", "jax", "torch", "scikit-learn", "scikeras", "mlflow")
-    versions = {}
-    for name in packages:
-        try:
-            versions[name] = version(name)
-        except Exception:
-            continue
+    from mnist_hpo.provenance import package_versions
+
+    versions = package_versions()
     return {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
@@ -202,7 +199,7 @@ def main() -> int:
         f"data.path={Path(args.data).resolve()}",
         "search.refit=false",
         "search.return_train_score=false",
-        "search.progress=false",
+        "execution.progress=false",
         *([] if args.full else ["data.train_size=6000", "model.epochs=1"]),
         *args.set,
     ]

@@ -10,9 +10,8 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
 
-from mnist_hpo.config import register_configs
+from mnist_hpo.config import Config, register_configs, typed
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -24,10 +23,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 register_configs()
 
 
-def compose_config(*overrides: str) -> DictConfig:
-    """The config ``python -m mnist_hpo <overrides>`` would run."""
+def compose_config(*overrides: str) -> Config:
+    """The typed config ``python -m mnist_hpo <overrides>`` would run."""
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose("config", overrides=list(overrides))
+        return typed(compose("config", overrides=list(overrides)))
 
 
 def run_cli(

@@ -10,7 +10,8 @@ from conftest import compose_config, store_uri
 from mlflow_tree import runs_by_level
 
 from mnist_hpo.config import ConfigError
-from mnist_hpo.runner import JobContext, run
+from mnist_hpo.dispatch import run
+from mnist_hpo.session import JobContext
 from mnist_hpo.validation import validate_config
 
 PRESETS = ["smoke", "leohoji", "challenge", "challenge_staged"]
@@ -93,7 +94,7 @@ def fill(text: str, files: dict[str, Path]) -> str:
 BAD_INPUTS = {
     "study top_m": (["study=smoke", "study.top_m=4"], "study.top_m: 4 must be an integer >= 1 and < 4"),
     "study coarse key": (["study=smoke", "+study.coarse.filters=[1]"], "study.coarse.filters: not an estimator"),
-    "fit backend": (["search.backend=dask"], "search.backend: unknown value 'dask'; valid: loky, ray"),
+    "fit backend": (["execution.backend=dask"], "execution.backend: unknown value 'dask'; valid: loky, ray"),
     "activation": (
         ["model.activation=softplusx"],
         "model.activation: unknown value 'softplusx'; valid: sigmoid",

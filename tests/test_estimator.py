@@ -8,10 +8,12 @@ from sklearn.base import clone, is_classifier
 from sklearn.model_selection import StratifiedKFold, check_cv
 
 from mnist_hpo.choices import ACTIVATIONS, INITIALIZERS
-from mnist_hpo.config import DataConfig, ModelConfig
+from mnist_hpo.config import DataConfig, ExecutionConfig, ModelConfig
 from mnist_hpo.data import load_data
 from mnist_hpo.estimator import MnistCNNClassifier, TrainingDivergedError, build_estimator
 from mnist_hpo.model import build_cnn
+
+UNCACHED = ExecutionConfig(model_cache_mb=0)
 
 
 @pytest.fixture(scope="module")
@@ -22,13 +24,13 @@ def digits():
 
 
 def test_sklearn_recognises_a_classifier_so_integer_cv_is_stratified():
-    estimator = build_estimator(ModelConfig(), seed=0)
+    estimator = build_estimator(ModelConfig(), UNCACHED, seed=0)
     assert is_classifier(estimator)
     assert isinstance(check_cv(3, np.arange(30) % 10, classifier=is_classifier(estimator)), StratifiedKFold)
 
 
 def test_clone_keeps_every_routed_parameter():
-    estimator = build_estimator(ModelConfig(epochs=7, activation="prelu", learning_rate=0.01), seed=0)
+    estimator = build_estimator(ModelConfig(epochs=7, activation="prelu", learning_rate=0.01), UNCACHED, seed=0)
     cloned = clone(estimator)
     assert cloned.epochs == 7 and cloned.model__activation == "prelu" and cloned.optimizer__learning_rate == 0.01
     assert isinstance(cloned, MnistCNNClassifier)
@@ -37,7 +39,7 @@ def test_clone_keeps_every_routed_parameter():
 @pytest.mark.parametrize("loss", ["mse", "categorical_crossentropy"])
 def test_mse_and_cross_entropy_train_on_one_hot_targets(digits, loss):
     x, y = digits
-    estimator = build_estimator(ModelConfig(loss=loss, epochs=1), seed=0).fit(x, y)
+    estimator = build_estimator(ModelConfig(loss=loss, epochs=1), UNCACHED, seed=0).fit(x, y)
     encoded = estimator.target_encoder_.transform(y[:5])
     assert encoded.shape == (5, 10)
     np.testing.assert_array_equal(encoded.argmax(axis=1), y[:5])
@@ -46,7 +48,9 @@ def test_mse_and_cross_entropy_train_on_one_hot_targets(digits, loss):
 
 def test_sparse_cross_entropy_trains_on_integer_targets(digits):
     x, y = digits
-    estimator = build_estimator(ModelConfig(loss="sparse_categorical_crossentropy", epochs=1), seed=0).fit(x, y)
+    estimator = build_estimator(ModelConfig(loss="sparse_categorical_crossentropy", epochs=1), UNCACHED, seed=0).fit(
+        x, y
+    )
     assert estimator.target_encoder_.transform(y[:5]).shape in ((5,), (5, 1))
 
 
@@ -74,15 +78,15 @@ def test_leohoji_architecture():
 
 def test_sgd_gets_momentum_and_adam_does_not(digits):
     x, y = digits
-    sgd = build_estimator(ModelConfig(optimizer="sgd", momentum=0.8, epochs=1), seed=0).fit(x, y)
-    adam = build_estimator(ModelConfig(optimizer="adam", momentum=0.8, epochs=1), seed=0).fit(x, y)
+    sgd = build_estimator(ModelConfig(optimizer="sgd", momentum=0.8, epochs=1), UNCACHED, seed=0).fit(x, y)
+    adam = build_estimator(ModelConfig(optimizer="adam", momentum=0.8, epochs=1), UNCACHED, seed=0).fit(x, y)
     assert float(sgd.model_.optimizer.momentum) == pytest.approx(0.8)
     assert not hasattr(adam.model_.optimizer, "momentum")
 
 
 def test_diverging_training_raises(digits):
     x, y = digits
-    estimator = build_estimator(ModelConfig(optimizer="sgd", learning_rate=1e9, epochs=2), seed=0)
+    estimator = build_estimator(ModelConfig(optimizer="sgd", learning_rate=1e9, epochs=2), UNCACHED, seed=0)
     with pytest.raises(TrainingDivergedError, match="non-finite"):
         estimator.fit(x, y)
     assert estimator.fit_error_.startswith("TrainingDivergedError")
@@ -94,7 +98,7 @@ REUSE_MODEL = ModelConfig(epochs=2, dropout_dense=0.3, activation="prelu", valid
 def fitted(digits, model_cache_mb: int, batch_size: int = 32) -> MnistCNNClassifier:
     """A fit of ``REUSE_MODEL`` (dropout and PReLU: seeded and trainable state to restore)."""
     config = ModelConfig(**{**vars(REUSE_MODEL), "batch_size": batch_size})
-    return build_estimator(config, seed=3, model_cache_mb=model_cache_mb).fit(*digits)
+    return build_estimator(config, ExecutionConfig(model_cache_mb=model_cache_mb), seed=3).fit(*digits)
 
 
 def test_a_reused_compiled_model_learns_exactly_what_a_fresh_one_does(digits):

@@ -1,4 +1,4 @@
-"""search.backend=ray: the fits run as tasks on a (local) Ray cluster, with the same results and tree."""
+"""execution.backend=ray: the fits run as tasks on a (local) Ray cluster, with the same results and tree."""
 
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ def test_ray_backend_gives_the_local_scores_and_the_same_tree(cli, tmp_path, smo
     result = cli(
         "experiment=smoke",
         "hydra.run.dir=outputs/smoke",
-        "search.backend=ray",
-        "search.n_jobs=2",
-        "search.progress=false",
+        "execution.backend=ray",
+        "execution.n_jobs=2",
+        "execution.progress=false",
         cwd=tmp_path,
         env={"RAY_AUTH_MODE": "disabled"},
     )

@@ -22,7 +22,7 @@ def artifact_text(client: MlflowClient, run_id: str, path: str, folder: Path) ->
 
 
 def test_staged_study_runs_both_stages_under_one_study_run(cli, tmp_path):
-    result = cli("experiment=smoke", "study=smoke", "search.progress=false", cwd=tmp_path)
+    result = cli("experiment=smoke", "study=smoke", "execution.progress=false", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Hyperparameters by influence" in result.stdout and "Stage 2 grid" in result.stdout
     assert "Study result: test accuracy" in result.stdout

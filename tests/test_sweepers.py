@@ -21,7 +21,7 @@ def test_optuna_sweep_of_three_trials_points_at_its_best_trial(cli, tmp_path):
         "experiment=smoke",
         "model.epochs=2",
         "tracking.log_model=false",
-        "search.progress=false",
+        "execution.progress=false",
         cwd=tmp_path,
     )
     assert result.returncode == 0, result.stderr[-3000:]

@@ -17,15 +17,19 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sklearn.callback import CallbackContext
 
 from mnist_hpo.search import candidate_params
+from mnist_hpo.tracking.runs import (
+    CANDIDATE,
+    ERROR,
+    FOLD,
+    ITERATION,
+    LEVEL,
+    MAX_TEXT,
+    PID,
+    REUSED,
+    SEARCH_RUN,
+    close_run,
+)
 from mnist_hpo.tracking.store import Store
-
-LEVEL = "mnist_hpo.level"
-SEARCH_RUN = "mnist_hpo.search_run_id"
-CANDIDATE = "mnist_hpo.candidate"
-FOLD = "mnist_hpo.fold"
-ITERATION = "mnist_hpo.iteration"
-ERROR = "mnist_hpo.error"
-REUSED = "mnist_hpo.reused"
 
 EVALUATION_TASK = "candidate-split-evaluation"
 REFIT_TASK = "refit-with-best-params"
@@ -47,7 +51,7 @@ def task_path(context: CallbackContext) -> tuple[int, ...]:
 
 def params_batch(params: dict[str, Any]) -> list[Param]:
     """MLflow params from a dict, values as text."""
-    return [Param(key, str(value)[:6000]) for key, value in params.items()]
+    return [Param(key, str(value)[:MAX_TEXT]) for key, value in params.items()]
 
 
 class FoldLogger:
@@ -192,9 +196,6 @@ class FoldLogger:
     def close_fold_run(self, run_id: str, error: str | None) -> None:
         """Mark a fold run FINISHED, or FAILED with the reason as a tag; note which process fit it."""
         client = self.store.client()
-        tags = [RunTag("mnist_hpo.pid", str(os.getpid()))]
-        if error:
-            tags.append(RunTag(ERROR, error[:5000]))
         rss = Metric("worker_rss_mb", psutil.Process().memory_info().rss / 2**20, int(time.time() * 1000), 0)
-        client.log_batch(run_id, metrics=[rss], tags=tags)
-        client.set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED if error else RunStatus.FINISHED))
+        client.log_batch(run_id, metrics=[rss], tags=[RunTag(PID, str(os.getpid()))])
+        close_run(client, run_id, RunStatus.FAILED if error else RunStatus.FINISHED, error)

@@ -7,10 +7,10 @@ from typing import Any
 
 import pandas as pd
 from matplotlib.figure import Figure
-from mlflow.entities import RunStatus
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from mnist_hpo.tracking.fold_logger import ERROR, LEVEL, params_batch
+from mnist_hpo.tracking.fold_logger import params_batch
+from mnist_hpo.tracking.runs import LEVEL, close_on_exit
 from mnist_hpo.tracking.search_run import metrics_batch
 from mnist_hpo.tracking.store import Store, experiment_id
 
@@ -59,15 +59,8 @@ class GroupRun:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        if self.store is None or self.run_id is None:
-            return
-        client = self.store.client()
-        if kind is None:
-            client.set_terminated(self.run_id, "FINISHED")
-            return
-        status = RunStatus.KILLED if issubclass(kind, KeyboardInterrupt) else RunStatus.FAILED
-        client.set_tag(self.run_id, ERROR, f"{kind.__name__}: {error}"[:5000])
-        client.set_terminated(self.run_id, RunStatus.to_string(status))
+        if self.store is not None and self.run_id is not None:
+            close_on_exit(self.store.client(), self.run_id, kind, error)
 
     def log_text(self, text: str, path: str) -> None:
         """Log a text artifact."""

@@ -20,24 +20,37 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from mnist_hpo.config import ConfigError
 from mnist_hpo.evaluation import SearchResult
-from mnist_hpo.tracking.fold_logger import (
+from mnist_hpo.provenance import Provenance
+from mnist_hpo.tracking.fold_logger import FoldLogger, candidate_key, params_batch
+from mnist_hpo.tracking.runs import (
+    BEST,
+    BEST_CANDIDATE,
+    BEST_PARAMS,
     CANDIDATE,
     ERROR,
+    FAILED,
     FOLD,
+    HOST,
+    ITERATION,
+    ITERATION_REACHED,
     LEVEL,
+    MAX_TEXT,
+    MODEL_URI,
+    PID,
+    PROCESS_STARTED,
+    RESUME_COUNT,
+    RESUME_KEY,
+    RESUMED_FROM,
+    REUSED_FITS,
     SEARCH_RUN,
-    FoldLogger,
-    candidate_key,
-    params_batch,
+    SWEEP_RUN,
+    close_on_exit,
+    close_run,
+    exit_status,
+    provenance_tags,
 )
 from mnist_hpo.tracking.store import Store, experiment_id
 
-BEST_CANDIDATE = "mnist_hpo.best_candidate_run_id"
-RESUME_KEY = "mnist_hpo.resume_key"
-PID = "mnist_hpo.pid"
-HOST = "mnist_hpo.host"
-PROCESS_STARTED = "mnist_hpo.process_started"
-SWEEP_RUN = "mnist_hpo.sweep_run_id"
 MAX_PARAMS_PER_BATCH = 100
 
 
@@ -48,12 +61,11 @@ class SearchRunSpec:
     experiment: str
     run_name: str
     params: dict[str, Any]
-    tags: dict[str, str]
+    provenance: Provenance
     config_yaml: str
     sweep_run_id: str | None = None
     parent_run_id: str | None = None
     registered_model_name: str | None = None
-    log_model: bool = True
     pip_requirements: list[str] = field(default_factory=list)
     resume_key: str = ""
     resume: bool = True
@@ -106,7 +118,7 @@ class SearchRun:
         previous = self.interrupted_run() if self.spec.resume and self.spec.resume_key else None
         self.resumed_from = previous.info.status if previous is not None else None
         tags = {LEVEL: "search", RESUME_KEY: self.spec.resume_key, **this_process()}
-        tags |= self.spec.tags
+        tags |= provenance_tags(self.spec.provenance)
         if self.spec.sweep_run_id:
             tags |= {MLFLOW_PARENT_RUN_ID: self.spec.sweep_run_id, SWEEP_RUN: self.spec.sweep_run_id}
         if self.spec.parent_run_id:
@@ -119,8 +131,8 @@ class SearchRun:
             self.client.update_run(self.run_id, status="RUNNING")
             if ERROR in previous.data.tags:  # the interruption's reason no longer describes it
                 self.client.delete_tag(self.run_id, ERROR)
-            tags["mnist_hpo.resumed_from_status"] = previous.info.status
-            tags["mnist_hpo.resume_count"] = str(int(previous.data.tags.get("mnist_hpo.resume_count", "0")) + 1)
+            tags[RESUMED_FROM] = previous.info.status
+            tags[RESUME_COUNT] = str(int(previous.data.tags.get(RESUME_COUNT, "0")) + 1)
             # MLflow params are write-once: keep the first attempt's, add any new ones.
             params = {key: value for key, value in self.spec.params.items() if key not in previous.data.params}
         self.client.log_batch(self.run_id, tags=[RunTag(key, value) for key, value in tags.items()])
@@ -138,8 +150,7 @@ class SearchRun:
             if not process_alive(run.data.tags):
                 reason = "its process died (found RUNNING by a later search)"
                 self.close_children(RunStatus.KILLED, reason, run.info.run_id)
-                self.client.set_tag(run.info.run_id, ERROR, reason)
-                self.client.set_terminated(run.info.run_id, RunStatus.to_string(RunStatus.KILLED))
+                close_run(self.client, run.info.run_id, RunStatus.KILLED, reason)
 
     def interrupted_run(self) -> Any | None:
         """The newest unfinished search run with this config and data, unless it is still alive."""
@@ -150,8 +161,8 @@ class SearchRun:
         run = runs[0]
         if run.info.status == "RUNNING" and process_alive(run.data.tags):
             raise ConfigError(
-                f"search.resume: search run {run.info.run_id} with this config is still running "
-                f"(pid {run.data.tags.get(PID)}); wait for it, or set search.resume=false to start another"
+                f"execution.resume: search run {run.info.run_id} with this config is still running "
+                f"(pid {run.data.tags.get(PID)}); wait for it, or set execution.resume=false to start another"
             )
         return run
 
@@ -160,13 +171,9 @@ class SearchRun:
     ) -> None:
         if kind is None:
             self.close_children(RunStatus.FAILED, "the search ended before this run finished")
-            self.client.set_terminated(self.run_id, "FINISHED")
-            return
-        status = RunStatus.KILLED if issubclass(kind, KeyboardInterrupt) else RunStatus.FAILED
-        reason = f"{kind.__name__}: {error}"[:5000]
-        self.close_children(status, reason)
-        self.client.set_tag(self.run_id, ERROR, reason)
-        self.client.set_terminated(self.run_id, RunStatus.to_string(status))
+        else:
+            self.close_children(exit_status(kind), f"{kind.__name__}: {error}")
+        close_on_exit(self.client, self.run_id, kind, error)
 
     @property
     def resumed(self) -> bool:
@@ -185,12 +192,34 @@ class SearchRun:
         """End every descendant of a search still RUNNING with ``status`` and the reason as a tag."""
         for run in self.descendants(run_id=run_id):
             if run.info.status == "RUNNING":
-                self.client.set_tag(run.info.run_id, ERROR, reason)
-                self.client.set_terminated(run.info.run_id, RunStatus.to_string(status))
+                close_run(self.client, run.info.run_id, status, reason)
 
-    def fold_logger(self, n_splits: int) -> FoldLogger:
-        """The sklearn callback that fills this search run's candidate and fold runs."""
-        return FoldLogger(self.store, self.experiment_id, self.run_id, n_splits)
+    def callbacks(self, n_splits: int) -> list[FoldLogger]:
+        """The sklearn callbacks that fill this search run's candidate and fold runs."""
+        return [FoldLogger(self.store, self.experiment_id, self.run_id, n_splits)]
+
+    def note_reused(self, fits: int) -> None:
+        """Record how many finished fits a resumed search took from its journal."""
+        if self.resumed:
+            self.client.set_tag(self.run_id, REUSED_FITS, str(fits))
+
+    def record(
+        self, result: SearchResult, csv_path: Path, figures: dict[str, Figure], model: Any | None, images: np.ndarray
+    ) -> None:
+        """Everything a finished search leaves: candidate and fold scores, headline metrics, files, the model.
+
+        The model goes last: logging it ends the search run's fluent ``start_run`` block.
+        """
+        self.record_candidates(result)
+        self.record_result(result, {BEST_PARAMS: str(result.best_params)})
+        self.log_file(csv_path)
+        self.log_figures(figures)
+        if model is not None:
+            self.log_model(model, images)
+
+    def summary_line(self) -> str:
+        """Where the user finds this search in MLflow."""
+        return f"MLflow: experiment {self.spec.experiment!r}, search run {self.run_id} ({self.store.uri})"
 
     def record_candidates(self, result: SearchResult) -> None:
         """Log each candidate's CV results to its run, each fold's scores to its fold run."""
@@ -199,7 +228,7 @@ class SearchRun:
             (
                 run.data.tags[CANDIDATE],
                 run.data.tags[FOLD],
-                run.data.tags.get("mnist_hpo.iteration", "0"),
+                run.data.tags.get(ITERATION, "0"),
             ): run
             for run in self.descendants("fold")
             if run.info.status != "KILLED"
@@ -216,13 +245,13 @@ class SearchRun:
             values |= {"rank_test_score": row["rank_test_score"]}
             self.client.log_batch(run.info.run_id, metrics=metrics_batch(values, step))
             if "iter" in frame:
-                self.client.set_tag(run.info.run_id, "mnist_hpo.iteration_reached", str(step))
+                self.client.set_tag(run.info.run_id, ITERATION_REACHED, str(step))
             if row["failed"]:
-                self.client.set_tag(run.info.run_id, "mnist_hpo.failed", "true")
+                self.client.set_tag(run.info.run_id, FAILED, "true")
                 reasons = {
                     fold.data.tags.get(ERROR) for k, fold in folds.items() if k[0] == key and fold.data.tags.get(ERROR)
                 }
-                self.client.set_tag(run.info.run_id, ERROR, "; ".join(sorted(reasons))[:5000] or "fit failed")
+                self.client.set_tag(run.info.run_id, ERROR, "; ".join(sorted(reasons))[:MAX_TEXT] or "fit failed")
             for split in range(result.n_splits):
                 fold = folds.get((key, str(split), str(step)))
                 if fold is not None:
@@ -233,10 +262,10 @@ class SearchRun:
                     }
                     self.client.log_batch(fold.info.run_id, metrics=metrics_batch(scores))
             status = RunStatus.FAILED if row["failed"] else RunStatus.FINISHED
-            self.client.set_terminated(run.info.run_id, RunStatus.to_string(status))
+            close_run(self.client, run.info.run_id, status)
         if best_key in candidates:
             best_id = candidates[best_key].info.run_id
-            self.client.set_tag(best_id, "mnist_hpo.best", "true")
+            self.client.set_tag(best_id, BEST, "true")
             self.client.set_tag(self.run_id, BEST_CANDIDATE, best_id)
 
     def record_result(self, result: SearchResult, tags: dict[str, str]) -> None:
@@ -274,5 +303,38 @@ class SearchRun:
                 pip_requirements=self.spec.pip_requirements or None,
                 registered_model_name=self.spec.registered_model_name,
             )
-            self.client.set_tag(self.run_id, "mnist_hpo.model_uri", info.model_uri)
+            self.client.set_tag(self.run_id, MODEL_URI, info.model_uri)
         return info.model_uri
+
+
+class UntrackedSearch:
+    """Tracking off (``tracking.enabled=false``): the search run's calls, none of them recording anything."""
+
+    run_id: str | None = None
+    resumed = False
+    resumed_from: str | None = None
+
+    def __enter__(self) -> UntrackedSearch:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def callbacks(self, n_splits: int) -> list[FoldLogger]:
+        return []
+
+    def note_reused(self, fits: int) -> None:
+        return None
+
+    def record(
+        self, result: SearchResult, csv_path: Path, figures: dict[str, Figure], model: Any | None, images: np.ndarray
+    ) -> None:
+        return None
+
+    def summary_line(self) -> str:
+        return "MLflow: nothing recorded (tracking.enabled=false)"
+
+
+def open_search_run(store: Store | None, spec: SearchRunSpec) -> SearchRun | UntrackedSearch:
+    """The search's run in ``store``, or one that records nothing when tracking is off."""
+    return SearchRun(store, spec) if store is not None else UntrackedSearch()

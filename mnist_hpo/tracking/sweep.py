@@ -9,14 +9,16 @@ from typing import Any
 from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
-from mnist_hpo.config import SWEEP_RUN_ENV
-from mnist_hpo.tracking.fold_logger import LEVEL
-from mnist_hpo.tracking.search_run import SWEEP_RUN
+from mnist_hpo.config import SWEEP_RUN_ENV, TrackingConfig
+from mnist_hpo.tracking.runs import BEST_SEARCH, LEVEL, OVERRIDES, SWEEP_RUN, close_run
 from mnist_hpo.tracking.store import Store, experiment_id, open_store
 
-BEST_SEARCH = "mnist_hpo.best_search_run_id"
+
+def tracking_config(config: DictConfig) -> TrackingConfig:
+    """The ``tracking`` group of the sweep's config, typed like everywhere else."""
+    return OmegaConf.to_object(config.tracking)
 
 
 class SweepRun(Callback):
@@ -34,11 +36,11 @@ class SweepRun(Callback):
         """Create the sweep run (when tracking is on) and publish its id to the jobs."""
         if not config.tracking.enabled:
             return
-        self.store = open_store(config.tracking, Path(os.getcwd()))
+        self.store = open_store(tracking_config(config), Path(os.getcwd()))
         client = self.store.client()
         experiment = experiment_id(self.store, config.tracking.experiment)
         overrides = " ".join(config.hydra.overrides.task) or "(none)"
-        run = client.create_run(experiment, run_name="sweep", tags={LEVEL: "sweep", "mnist_hpo.overrides": overrides})
+        run = client.create_run(experiment, run_name="sweep", tags={LEVEL: "sweep", OVERRIDES: overrides})
         self.run_id = run.info.run_id
         client.set_tag(self.run_id, SWEEP_RUN, self.run_id)
         os.environ[SWEEP_RUN_ENV] = self.run_id
@@ -47,25 +49,27 @@ class SweepRun(Callback):
         """A failed job fails the sweep run at once: the multirun stops without ``on_multirun_end``."""
         run_id = os.environ.get(SWEEP_RUN_ENV)
         if run_id and job_return.status == JobStatus.FAILED and config.tracking.enabled:
-            store = self.store or open_store(config.tracking, Path(os.getcwd()))
-            store.client().set_terminated(run_id, RunStatus.to_string(RunStatus.FAILED))
+            store = self.store or open_store(tracking_config(config), Path(os.getcwd()))
+            close_run(store.client(), run_id, RunStatus.FAILED, f"a job failed: {' '.join(job_return.overrides or [])}")
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         """Point the sweep run at its best search run, and end it."""
         if self.store is None or self.run_id is None:
             return
         client = self.store.client()
-        experiment = client.get_run(self.run_id).info.experiment_id
+        sweep = client.get_run(self.run_id).info
         searches = client.search_runs(
-            [experiment],
+            [sweep.experiment_id],
             f"tags.`{SWEEP_RUN}` = '{self.run_id}' and tags.`{LEVEL}` = 'search'",
             order_by=["metrics.best_cv_score DESC"],
         )
-        if searches:
-            client.set_tag(self.run_id, BEST_SEARCH, searches[0].info.run_id)
-            best = searches[0].data.metrics.get("best_cv_score")
+        finished = [run for run in searches if run.info.status == "FINISHED"]
+        if finished:
+            client.set_tag(self.run_id, BEST_SEARCH, finished[0].info.run_id)
+            best = finished[0].data.metrics.get("best_cv_score")
             if best is not None:
                 client.log_metric(self.run_id, "best_cv_score", best)
-        failed = any(run.info.status != "FINISHED" for run in searches)
-        client.set_terminated(self.run_id, RunStatus.to_string(RunStatus.FAILED if failed else RunStatus.FINISHED))
+        # A job that failed already ended the sweep FAILED (on_job_end); a sweeper that went on keeps it so.
+        failed = sweep.status == "FAILED" or len(finished) < len(searches)
+        close_run(client, self.run_id, RunStatus.FAILED if failed else RunStatus.FINISHED)
         os.environ.pop(SWEEP_RUN_ENV, None)

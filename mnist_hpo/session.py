@@ -1,0 +1,57 @@
+"""A job's session: where it was launched, and every check that must pass before anything trains.
+
+Keras, TensorFlow and MLflow are imported only when a session is opened, so ``__main__`` can
+import this module before it has chosen the Keras backend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mnist_hpo.config import Config
+from mnist_hpo.data import MnistData, load_data
+from mnist_hpo.provenance import package_versions
+from mnist_hpo.runtime import describe_device, seed_everything
+from mnist_hpo.validation import validate_config
+
+if TYPE_CHECKING:
+    from mnist_hpo.tracking.store import Store
+
+
+@dataclass(frozen=True)
+class JobContext:
+    """Where and how this job was launched, as Hydra reports it."""
+
+    launch_dir: Path
+    output_dir: Path
+    job_name: str = "search"
+    preset: str = "none"
+    overrides: list[str] = field(default_factory=list)
+    sweep_run_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Session:
+    """What every search of one job shares: the tracking store, data, device and versions."""
+
+    store: Store | None
+    data: MnistData
+    device: str
+    versions: dict[str, str]
+
+
+def open_session(cfg: Config, job: JobContext) -> Session:
+    """Every check that can fail on bad input (config, tracking store, data files), then seeding.
+
+    It runs before any MLflow run is created and before any training.
+    """
+    from mnist_hpo.tracking.store import open_store
+
+    validate_config(cfg)
+    store = open_store(cfg.tracking, job.launch_dir) if cfg.tracking.enabled else None
+    data = load_data(cfg.data, cfg.seed)
+    device = describe_device(cfg.device)
+    seed_everything(cfg.seed, cfg.deterministic)
+    return Session(store=store, data=data, device=device, versions=package_versions())
