@@ -23,19 +23,25 @@ def server_command(store_dir: Path, host: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Parse arguments and replace this process with the MLflow server."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--store-dir", type=Path, default=Path("mlruns"), help="the store folder (default: ./mlruns)")
-    parser.add_argument("--port", type=int, default=5000)
-    parser.add_argument(
+def parser() -> argparse.ArgumentParser:
+    """The command-line options: store folder, port and host (local-only unless told otherwise)."""
+    options = argparse.ArgumentParser(description=__doc__)
+    options.add_argument("--store-dir", type=Path, default=Path("mlruns"), help="the store folder (default: ./mlruns)")
+    options.add_argument("--port", type=int, default=5000)
+    options.add_argument(
         "--host",
         default=LOCAL_HOST,
         help="interface to bind; anything but 127.0.0.1 exposes your runs to the network",
     )
-    args = parser.parse_args(argv)
+    return options
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Parse arguments and replace this process with the MLflow server."""
+    options = parser()
+    args = options.parse_args(argv)
     if not (args.store_dir / "mlflow.db").exists():
-        parser.error(f"--store-dir: no MLflow store at {args.store_dir.resolve()}; run a search first")
+        options.error(f"--store-dir: no MLflow store at {args.store_dir.resolve()}; run a search first")
     if args.host != LOCAL_HOST:
         print(
             f"warning: serving on {args.host}: anyone who can reach this host can read your runs",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
 from collections import Counter
 from importlib.util import find_spec
 
@@ -59,7 +61,7 @@ def test_search_run_records_config_data_and_environment(smoke_run):
 
 @pytest.mark.slow
 def test_parallel_fits_build_the_same_tree_and_register_the_model(cli, tmp_path):
-    result = cli("experiment=smoke", "search.n_jobs=2", "tracking.registered_model_name=mnist-cnn", cwd=tmp_path)
+    result = cli("experiment=smoke", "execution.n_jobs=2", "tracking.registered_model_name=mnist-cnn", cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_complete_tree(store_uri(tmp_path), SMOKE_CANDIDATES, SMOKE_FOLDS, SMOKE_EPOCHS)
     mlflow.set_tracking_uri(store_uri(tmp_path))
@@ -94,7 +96,6 @@ def test_halving_search_records_the_iteration_each_candidate_reached(cli, tmp_pa
 
 
 @pytest.mark.slow
-@pytest.mark.slow
 def test_four_parallel_multirun_jobs_share_one_store_and_lose_nothing(cli, tmp_path):
     """Hydra's joblib launcher runs 4 searches at once against one SQLite store; count what arrived."""
     units = [8, 9, 10, 11]
@@ -105,7 +106,7 @@ def test_four_parallel_multirun_jobs_share_one_store_and_lose_nothing(cli, tmp_p
         "experiment=smoke",
         "model.epochs=1",
         "tracking.log_model=false",
-        "search.progress=false",
+        "execution.progress=false",
         f"model.dense_units={','.join(map(str, units))}",
         cwd=tmp_path,
     )
@@ -164,3 +165,20 @@ def test_backend_and_device_are_checked_before_keras_loads(cli, tmp_path, overri
     assert result.stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "mlruns").exists()
+
+
+def nvidia_gpu_present() -> bool:
+    """Whether ``nvidia-smi`` runs and lists a GPU on this machine."""
+    if shutil.which("nvidia-smi") is None:
+        return False
+    return subprocess.run(["nvidia-smi", "-L"], capture_output=True).returncode == 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not nvidia_gpu_present(), reason="no NVIDIA GPU on this machine")
+def test_smoke_search_trains_on_the_gpu_with_the_first_installed_backend(cli, tmp_path):
+    backend = next(name for name in ("jax", "torch", "tensorflow") if find_spec(name) is not None)
+    result = cli("experiment=smoke", f"backend={backend}", "device=gpu", "execution.progress=false", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "gpu x" in result.stdout
+    assert_complete_tree(store_uri(tmp_path), SMOKE_CANDIDATES, SMOKE_FOLDS, SMOKE_EPOCHS)

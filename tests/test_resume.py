@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 
@@ -16,54 +15,54 @@ from conftest import SMOKE_CANDIDATES, SMOKE_EPOCHS, SMOKE_FOLDS, run_cli, store
 from mlflow import MlflowClient
 from mlflow_tree import runs_by_level
 
-from mnist_hpo.tracking.store import initialize_sqlite
-
 SMOKE = ("experiment=smoke", "hydra.run.dir=outputs/smoke")
 
 
 pytestmark = pytest.mark.slow
 
 
-def finished_fold_runs(folder: Path) -> list:
-    """Fold runs already FINISHED in the store (empty while the search has not made it yet)."""
-    if not (folder / "mlruns" / "mlflow.db").exists():
-        return []
-    uri = store_uri(folder)
-    try:
-        # Through the project's lock: a bare first open would race the search's own migrations.
-        initialize_sqlite(uri)
-        return [run for run in runs_by_level(uri).get("fold", []) if run.info.status == "FINISHED"]
-    except Exception:
-        return []
+# Runs the real CLI, and SIGKILLs its own process the moment its second fit has finished: the
+# kill point is exact however fast the machine is (polling the store could miss it).
+KILL_AFTER_TWO_FITS = """
+import os, signal, sys
+from mnist_hpo import __main__ as cli_module
+from mnist_hpo.estimator import MnistCNNClassifier
+
+fit = MnistCNNClassifier.fit
+finished = []
 
 
-def kill_after_first_folds(folder: Path, wanted: int, timeout: float = 300) -> list:
-    """Start the smoke search, SIGKILL it once ``wanted`` fold runs finished; return those runs."""
-    process = subprocess.Popen(
-        [sys.executable, "-m", "mnist_hpo", *SMOKE, "search.progress=false"],
+def fit_then_die(self, *args, **kwargs):
+    result = fit(self, *args, **kwargs)
+    finished.append(self)
+    if len(finished) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+
+MnistCNNClassifier.fit = fit_then_die
+sys.argv = ["mnist_hpo", *sys.argv[1:]]
+cli_module.cli()
+"""
+
+
+def kill_after_two_fits(folder: Path) -> list:
+    """Run the smoke search until it SIGKILLs itself after two fits; return the fold runs then FINISHED."""
+    process = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_TWO_FITS, *SMOKE, "execution.progress=false"],
         cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
     )
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline and process.poll() is None:
-            done = finished_fold_runs(folder)
-            if len(done) >= wanted:
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                return done
-            time.sleep(0.2)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-    raise AssertionError(f"the search ended (rc {process.returncode}) before {wanted} folds finished")
+    assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
+    return [run for run in runs_by_level(store_uri(folder)).get("fold", []) if run.info.status == "FINISHED"]
 
 
 def test_sigkilled_search_resumes_and_trains_only_missing_fits(tmp_path, smoke_run):
-    done_before = kill_after_first_folds(tmp_path, wanted=2)
+    done_before = kill_after_two_fits(tmp_path)
+    assert len(done_before) == 2
     uri = store_uri(tmp_path)
     (search,) = runs_by_level(uri)["search"]
     assert search.info.status == "RUNNING"  # kill -9 ran no cleanup; the restart must notice
@@ -76,7 +75,7 @@ def test_sigkilled_search_resumes_and_trains_only_missing_fits(tmp_path, smoke_r
     levels = runs_by_level(uri)
     (resumed,) = levels["search"]
     assert resumed.info.run_id == search.info.run_id and resumed.info.status == "FINISHED"
-    assert int(resumed.data.tags["mnist_hpo.reused_fits"]) >= len(done_before)
+    assert int(resumed.data.tags["mnist_hpo.reused_fits"]) == len(done_before)
     assert resumed.data.tags["mnist_hpo.resumed_from_status"] == "KILLED"
     statuses = Counter(run.info.status for runs in levels.values() for run in runs)
     assert "RUNNING" not in statuses

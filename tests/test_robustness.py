@@ -7,10 +7,12 @@ from pathlib import Path
 
 import pytest
 from conftest import compose_config, store_uri
+from mlflow import MlflowClient
 from mlflow_tree import runs_by_level
 
+from mnist_hpo.dispatch import run
 from mnist_hpo.estimator import TrainingDivergedError
-from mnist_hpo.runner import JobContext, run
+from mnist_hpo.session import JobContext
 
 DIVERGING_GRID = ["model.optimizer=sgd", "grid=empty", "+grid.optimizer__learning_rate=[0.01,1e9]"]
 
@@ -21,7 +23,7 @@ def job(folder: Path) -> JobContext:
 
 
 def test_diverging_candidate_scores_nan_and_the_search_goes_on(tmp_path):
-    cfg = compose_config("experiment=smoke", "search.progress=false", *DIVERGING_GRID)
+    cfg = compose_config("experiment=smoke", "execution.progress=false", *DIVERGING_GRID)
     best = run(cfg, job(tmp_path))
     assert best > 0.1
     levels = runs_by_level(store_uri(tmp_path))
@@ -36,7 +38,7 @@ def test_diverging_candidate_scores_nan_and_the_search_goes_on(tmp_path):
 
 
 def test_error_score_raise_stops_and_leaves_nothing_running(tmp_path):
-    cfg = compose_config("experiment=smoke", "search.progress=false", "search.error_score=raise", *DIVERGING_GRID)
+    cfg = compose_config("experiment=smoke", "execution.progress=false", "search.error_score=raise", *DIVERGING_GRID)
     with pytest.raises(TrainingDivergedError):
         run(cfg, job(tmp_path))
     levels = runs_by_level(store_uri(tmp_path))
@@ -50,7 +52,7 @@ def test_same_seed_gives_identical_cv_scores(tmp_path):
     scores = []
     for attempt in range(2):
         cfg = compose_config(
-            "experiment=smoke", "search.progress=false", "tracking.enabled=false", "deterministic=true"
+            "experiment=smoke", "execution.progress=false", "tracking.enabled=false", "deterministic=true"
         )
         scores.append(run(cfg, job(tmp_path / str(attempt))))
     assert scores[0] == scores[1]
@@ -62,9 +64,9 @@ def test_memory_stays_bounded_over_many_fits_in_recycled_workers(tmp_path):
     ceiling_mb = 40
     cfg = compose_config(
         "experiment=smoke",
-        "search.progress=false",
-        "search.n_jobs=2",
-        f"search.worker_max_growth_mb={ceiling_mb}",
+        "execution.progress=false",
+        "execution.n_jobs=2",
+        f"execution.worker_max_growth_mb={ceiling_mb}",
         "model.epochs=1",
         "data.train_size=200",
         "grid=empty",
@@ -81,3 +83,38 @@ def test_memory_stays_bounded_over_many_fits_in_recycled_workers(tmp_path):
     assert len(by_worker) > 2, by_worker
     for readings in by_worker.values():
         assert max(readings) - readings[0] < ceiling_mb + 30, by_worker
+
+
+def test_resume_off_keeps_no_journal(tmp_path):
+    cfg = compose_config("experiment=smoke", "execution.progress=false", "execution.resume=false", "model.epochs=1")
+    run(cfg, job(tmp_path))
+    assert not (tmp_path / "mlruns" / "journal").exists()
+    (search,) = runs_by_level(store_uri(tmp_path))["search"]
+    assert search.info.status == "FINISHED"
+
+
+@pytest.mark.slow
+def test_halving_over_epochs_trains_each_iteration_for_its_epochs(tmp_path):
+    """``search.resource=epochs``: each halving iteration's fits train for that iteration's epochs."""
+    cfg = compose_config(
+        "experiment=smoke",
+        "execution.progress=false",
+        "search.strategy=halving",
+        "search.resource=epochs",
+        "search.factor=2",
+        "search.min_resources=1",
+        "model.epochs=4",
+        "grid=default",
+        "tracking.log_model=false",
+    )
+    run(cfg, job(tmp_path))
+    levels = runs_by_level(store_uri(tmp_path))
+    client = MlflowClient(store_uri(tmp_path))
+    epochs_by_iteration = {}
+    for fold in levels["fold"]:
+        iteration = int(fold.data.tags["mnist_hpo.iteration"])
+        epochs = int(fold.data.params["epochs"])
+        epochs_by_iteration.setdefault(iteration, set()).add(epochs)
+        assert len(client.get_metric_history(fold.info.run_id, "loss")) == epochs
+    assert epochs_by_iteration == {0: {1}, 1: {2}, 2: {4}}
+    assert Counter(int(fold.data.tags["mnist_hpo.iteration"]) for fold in levels["fold"]) == {0: 8, 1: 4, 2: 2}

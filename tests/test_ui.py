@@ -8,13 +8,12 @@ import subprocess
 import sys
 import time
 import urllib.request
-from pathlib import Path
 
 import pytest
 from conftest import ROOT, SMOKE_EPOCHS, store_uri
 from mlflow_tree import runs_by_level
 
-from mnist_hpo.ui import server_command
+from mnist_hpo.ui import main, parser, server_command
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 ARTIFACTS = ROOT / "test-artifacts"
@@ -40,9 +39,26 @@ def wait_for(url: str, seconds: float = 90) -> None:
     raise TimeoutError(f"{url} did not answer within {seconds}s")
 
 
-def test_ui_binds_to_localhost_by_default():
-    command = server_command(Path("mlruns"), "127.0.0.1", 5000)
+def test_ui_binds_to_localhost_by_default(tmp_path, monkeypatch):
+    # Given no options, launched from a project folder
+    monkeypatch.chdir(tmp_path)
+    args = parser().parse_args([])
+    assert args.host == "127.0.0.1"
+    # Then the server it starts listens on localhost:5000 over ./mlruns
+    command = server_command(args.store_dir, args.host, args.port)
     assert command[command.index("--host") + 1] == "127.0.0.1"
+    assert command[command.index("--port") + 1] == "5000"
+    store = tmp_path.resolve() / "mlruns"
+    assert command[command.index("--backend-store-uri") + 1] == f"sqlite:///{store / 'mlflow.db'}"
+    assert command[command.index("--default-artifact-root") + 1] == (store / "artifacts").as_uri()
+
+
+def test_ui_refuses_a_folder_without_a_store(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exited:
+        main([])
+    assert exited.value.code == 2
+    assert "--store-dir: no MLflow store at" in capsys.readouterr().err
 
 
 @pytest.mark.browser

@@ -1,0 +1,141 @@
+"""The house's shape: imports go one way, heavy libraries stay behind their edges, one result identity."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, compose_config
+
+from mnist_hpo.config import EXECUTION_KEYS, moved_key
+from mnist_hpo.identity import resume_key
+
+PACKAGE = ROOT / "mnist_hpo"
+
+
+def module_name(path: Path) -> str:
+    """``mnist_hpo/tracking/store.py`` -> ``mnist_hpo.tracking.store``."""
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every ``mnist_hpo`` module ``path`` imports, at any depth, except under ``if TYPE_CHECKING``."""
+    tree = ast.parse(path.read_text())
+    skipped = {
+        id(inner)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.If) and isinstance(node.test, ast.Name) and node.test.id == "TYPE_CHECKING"
+        for inner in ast.walk(node)
+    }
+    found = set()
+    for node in ast.walk(tree):
+        if id(node) in skipped:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("mnist_hpo"):
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.startswith("mnist_hpo")}
+    return found
+
+
+def test_no_import_cycle_among_the_package_modules():
+    graph = {module_name(path): imported_modules(path) for path in PACKAGE.rglob("*.py")}
+    state: dict[str, str] = {}
+
+    def visit(module: str, trail: list[str]) -> None:
+        if state.get(module) == "done":
+            return
+        if state.get(module) == "open":
+            raise AssertionError("import cycle: " + " -> ".join([*trail[trail.index(module) :], module]))
+        state[module] = "open"
+        for target in graph.get(module, ()):
+            visit(target, [*trail, module])
+        state[module] = "done"
+
+    for module in graph:
+        visit(module, [])
+
+
+def test_the_session_module_imports_no_keras_tensorflow_or_mlflow():
+    code = "import sys, mnist_hpo.session; print(sorted({'keras', 'tensorflow', 'mlflow'} & set(sys.modules)))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+def files_mentioning(*words: str) -> set[str]:
+    """Package files whose text contains any of ``words``, relative to the package folder."""
+    return {
+        str(path.relative_to(PACKAGE))
+        for path in PACKAGE.rglob("*.py")
+        if any(word in path.read_text() for word in words)
+    }
+
+
+def test_omegaconf_stays_at_the_edge():
+    assert files_mentioning("DictConfig", "OmegaConf") <= {"__main__.py", "config.py", "tracking/sweep.py"}
+
+
+def test_only_the_tracking_package_imports_mlflow():
+    assert {
+        path for path in files_mentioning("import mlflow", "from mlflow") if not path.startswith("tracking/")
+    } == set()
+
+
+def test_execution_and_tracking_keys_leave_the_resume_identity_unchanged():
+    base = resume_key(compose_config("experiment=smoke"), "data", "tensorflow")
+    neutral = [
+        "execution.n_jobs=4",
+        "execution.model_cache_mb=0",
+        "execution.progress=false",
+        "execution.backend=ray",
+        "execution.resume=false",
+        "execution.worker_threads=1",
+        "tracking.experiment=elsewhere",
+        "tracking.enabled=false",
+    ]
+    for override in neutral:
+        assert resume_key(compose_config("experiment=smoke", override), "data", "tensorflow") == base, override
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        "model.activation=tanh",
+        "model.epochs=4",
+        "search.cv=3",
+        "seed=7",
+        "grid.model__activation=[relu]",
+        "data.train_size=500",
+    ],
+)
+def test_a_result_deciding_key_changes_the_resume_identity(override):
+    base = resume_key(compose_config("experiment=smoke"), "data", "tensorflow")
+    assert resume_key(compose_config("experiment=smoke", override), "data", "tensorflow") != base
+
+
+def test_data_and_backend_are_part_of_the_resume_identity():
+    cfg = compose_config("experiment=smoke")
+    base = resume_key(cfg, "data", "tensorflow")
+    assert resume_key(cfg, "other data", "tensorflow") != base
+    assert resume_key(cfg, "data", "jax") != base
+
+
+@pytest.mark.parametrize("key", EXECUTION_KEYS)
+def test_every_execution_key_given_under_search_names_its_new_place(key):
+    assert moved_key(f"search.{key}=2") == (
+        f"search.{key}: moved to execution.{key} (how fits run, not what is searched); use execution.{key}=2"
+    )
+    assert moved_key("search.cv=2") is None and moved_key("execution.n_jobs=2") is None
+
+
+def test_an_old_key_on_the_command_line_stops_with_one_line_and_exit_2(cli, tmp_path):
+    result = cli("search.n_jobs=2", cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: search.n_jobs: moved to execution.n_jobs (how fits run, not what is searched); use execution.n_jobs=2"
+    ]
+    assert not (tmp_path / "mlruns").exists()

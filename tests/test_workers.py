@@ -1,0 +1,55 @@
+"""How the CPU threads and GPU memory are shared out between parallel fit workers."""
+
+from __future__ import annotations
+
+import joblib
+import pytest
+
+from mnist_hpo.workers import gpu_share, thread_budget
+
+CORES = joblib.cpu_count()
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2, -1, 64])
+def test_explicit_threads_win(n_jobs):
+    assert thread_budget(n_jobs, 3) == 3
+    assert thread_budget(n_jobs, 1) == 1
+
+
+@pytest.mark.parametrize("n_jobs", [1, 2, -1, 64])
+def test_explicit_gpu_fraction_wins(n_jobs):
+    assert gpu_share(n_jobs, 0.25) == 0.25
+    assert gpu_share(n_jobs, 1.0) == 1.0
+
+
+def test_one_worker_gets_every_core_and_most_of_the_gpu():
+    assert thread_budget(1, None) == CORES
+    assert gpu_share(1, None) == 0.9
+
+
+def test_all_cores_means_one_worker_per_core():
+    # n_jobs=-1 is one worker per core, as joblib counts them
+    assert thread_budget(-1, None) == 1
+    assert gpu_share(-1, None) == round(0.9 / CORES, 3)
+
+
+def test_cores_are_split_evenly_between_workers():
+    assert thread_budget(2, None) == max(1, CORES // 2)
+
+
+@pytest.mark.parametrize("n_jobs", [CORES + 1, 4 * CORES, 1000])
+def test_more_workers_than_cores_still_get_one_thread_each(n_jobs):
+    assert thread_budget(n_jobs, None) == 1
+
+
+@pytest.mark.parametrize(
+    ("n_jobs", "share"),
+    [(2, 0.45), (3, 0.3), (4, 0.225), (7, 0.129), (16, 0.056), (64, 0.014)],
+)
+def test_gpu_share_is_nine_tenths_split_between_workers_to_three_decimals(n_jobs, share):
+    assert gpu_share(n_jobs, None) == share
+
+
+def test_gpu_shares_of_all_workers_add_up_to_nine_tenths_give_or_take_rounding():
+    for n_jobs in range(1, 200):
+        assert 0 < gpu_share(n_jobs, None) * n_jobs <= 0.9 + n_jobs * 0.0005
