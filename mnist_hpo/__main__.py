@@ -15,6 +15,9 @@ from mnist_hpo.runtime import configure_backend
 from mnist_hpo.session import JobContext
 
 register_configs()
+# Absolute, so Hydra finds conf/ however this module is entered: ``python -m mnist_hpo`` and the
+# ``mnist-hpo`` console script alike (a relative path made the script look for a ``conf`` package).
+CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
 def job_context() -> JobContext:
@@ -37,7 +40,7 @@ def fail(error: ConfigError) -> None:
     sys.exit(2)
 
 
-@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     """Run one search and return its best CV score, so sweepers can optimise it."""
     try:
