@@ -90,7 +90,9 @@ class ExecutionConfig:
     gpu_memory_fraction: float | None = None
     progress: bool = True
     resume: bool = True
-    journal_dir: str | None = None
+    fit_store: bool = True
+    fit_store_dir: str | None = None
+    fit_store_budget_mb: int = 2048
 
 
 @dataclass
@@ -153,11 +155,20 @@ def config_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(cfg))
 
 
+# Keys that are gone, and what took their place.
+REPLACED_KEYS = {
+    "search.journal_dir": "execution.fit_store_dir (finished fits are kept in the fit store)",
+    "execution.journal_dir": "execution.fit_store_dir (finished fits are kept in the fit store)",
+}
+
+
 def moved_key(override: str) -> str | None:
-    """The one-line error for a command-line override of a key that moved to ``execution``."""
+    """The one-line error for a command-line override of a key that moved to ``execution`` or was replaced."""
     key = override.lstrip("+~").split("=", 1)[0]
+    value = override.split("=", 1)[1] if "=" in override else "..."
+    if key in REPLACED_KEYS:
+        return f"{key}: replaced by {REPLACED_KEYS[key]}"
     group, _, name = key.partition(".")
     if group == "search" and name.split(".")[0] in EXECUTION_KEYS:
-        value = override.split("=", 1)[1] if "=" in override else "..."
         return f"{key}: moved to execution.{name} (how fits run, not what is searched); use execution.{name}={value}"
     return None

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -16,10 +18,13 @@ from sklearn.utils import ClassifierTags
 
 from mnist_hpo.choices import ONE_HOT_LOSSES
 from mnist_hpo.config import ExecutionConfig, ModelConfig
-from mnist_hpo.journal import FitJournal, describe, fit_key
+from mnist_hpo.fit_keys import describe, fit_key, numerics_versions
+from mnist_hpo.fit_store import FitStore
 from mnist_hpo.model import build_cnn
 from mnist_hpo.model_cache import MODELS
 from mnist_hpo.params import estimator_params
+
+log = logging.getLogger(__name__)
 
 # Parameters that reach only ``Model.fit`` (or no Keras call at all): one compiled model serves
 # every value of them. Anything else (even an unknown parameter) keeps models apart.
@@ -66,17 +71,23 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
       a fit here); what TensorFlow still keeps is bounded by recycled workers (workers.py).
     * Each fit and each epoch is an sklearn callback task, so search callbacks see folds.
     * A non-finite training loss raises :class:`TrainingDivergedError`.
-    * With ``journal`` (a folder), each finished fit is saved there and an identical later fit
-      (same parameters, backend and data) is loaded instead of trained: ``fit_reused_`` says so.
+    * With ``fit_store`` (a folder, fit_store.py), each finished fit is saved there as data and
+      an identical later fit (same result-deciding parameters, data, backend and numerics
+      versions) is restored from it instead of trained: ``fit_reused_`` says so, ``fit_key_``
+      names the entry and ``fit_time_s_`` is the training time, as measured when it trained.
 
-    ``journal`` and ``model_cache_mb`` are this class's own keywords (scikeras' documented way to
-    subclass): they say how a fit runs, never what it learns, so :data:`EXECUTION_PARAMS` keeps
-    them out of fit keys and model signatures, and scikeras never routes them to the model.
+    ``fit_store``, ``fit_store_budget_mb`` and ``model_cache_mb`` are this class's own keywords
+    (scikeras' documented way to subclass): they say how a fit runs, never what it learns, so
+    :data:`EXECUTION_PARAMS` keeps them out of fit keys and model signatures, and scikeras never
+    routes them to the model.
     """
 
-    def __init__(self, journal: str | None = None, model_cache_mb: int = 0, **kwargs: Any) -> None:
+    def __init__(
+        self, fit_store: str | None = None, fit_store_budget_mb: int = 2048, model_cache_mb: int = 0, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        self.journal = journal
+        self.fit_store = fit_store
+        self.fit_store_budget_mb = fit_store_budget_mb
         self.model_cache_mb = model_cache_mb
 
     def __sklearn_tags__(self):
@@ -150,20 +161,27 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
 
     @with_callbacks
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight=None, **kwargs) -> MnistCNNClassifier:
-        """Fit a reset or fresh model (or load the journal's), reporting the fit and epochs to callbacks."""
-        journal = FitJournal(self.journal) if self.journal else None
-        key = fit_key(self.result_params(), keras.backend.backend(), X, y, sample_weight) if journal else ""
-        saved = journal.load(key) if journal is not None else None
-        self.fit_reused_ = saved is not None
+        """Fit a reset or fresh model (or restore the stored one), reporting the fit and epochs to callbacks."""
+        store = FitStore(self.fit_store, self.fit_store_budget_mb * 2**20) if self.fit_store else None
+        backend = keras.backend.backend()
+        self.fit_key_ = None
+        stored = None
+        if store is not None:
+            self.fit_key_ = fit_key(self.result_params(), backend, numerics_versions(backend), X, y, sample_weight)
+            stored = store.load(self.fit_key_)
+        if stored is not None and not self.restore(X, y, stored.weights, stored.history):
+            stored = None
+        self.fit_reused_ = stored is not None
+        self.fit_time_s_ = float(stored.meta.get("fit_time_s", math.nan)) if stored is not None else math.nan
         context = self._init_callback_context(max_subtasks=None)
         context.call_on_fit_task_begin(estimator=self, X=X, y=y)
         self.fit_error_ = None
-        if saved is not None:
-            self.restore(X, y, saved.model_.get_weights(), saved.history_)
+        if stored is not None:
             context.call_on_fit_task_end(estimator=self, X=X, y=y)
             return self
         self._epoch_tasks = EpochTasks(self, context)
         finished = False
+        started = time.perf_counter()
         try:
             super().fit(X, y, sample_weight=sample_weight, **kwargs)
             self._raise_if_diverged()
@@ -172,20 +190,30 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
             self.fit_error_ = f"{type(error).__name__}: {error}"
             raise
         finally:
+            self.fit_time_s_ = time.perf_counter() - started
             # The reporter holds the callback context tree: keep it out of pickled models.
             callbacks = getattr(self, "_fit_callbacks", [])
             self._fit_callbacks = [cb for cb in callbacks if cb is not self._epoch_tasks]
             self._epoch_tasks = None
-            if journal is not None and finished:
-                journal.save(key, self)
+            if store is not None and finished:
+                meta = {"fit_time_s": self.fit_time_s_, "classes": self.classes_.tolist(), "samples": len(X)}
+                store.save(self.fit_key_, self.model_.get_weights(), self.history_, meta)
             context.call_on_fit_task_end(estimator=self, X=X, y=y)
         return self
 
-    def restore(self, X: np.ndarray, y: np.ndarray, weights: list[np.ndarray], history: dict[str, list[float]]) -> None:
-        """Become the fit that learned ``weights`` on ``(X, y)``, through scikeras' public ``initialize``."""
+    def restore(self, X: np.ndarray, y: np.ndarray, weights: list[np.ndarray], history: dict[str, list[float]]) -> bool:
+        """Become the fit that learned ``weights`` on ``(X, y)``, through scikeras' public ``initialize``.
+
+        Returns False (and the fit is trained instead) when the weights do not fit this model.
+        """
         self.initialize(X, y)
-        self.model_.set_weights(weights)
+        try:
+            self.model_.set_weights(weights)
+        except ValueError as error:
+            log.warning("fit store: entry %s does not fit this model (%s); training it again", self.fit_key_, error)
+            return False
         self.history_ = {name: list(values) for name, values in history.items()}
+        return True
 
     def _raise_if_diverged(self) -> None:
         losses = self.history_.get("loss", [])
@@ -195,19 +223,21 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
 
 
 def build_estimator(
-    model: ModelConfig, execution: ExecutionConfig, seed: int, journal: Path | None = None
+    model: ModelConfig, execution: ExecutionConfig, seed: int, fit_store: Path | None = None
 ) -> MnistCNNClassifier:
     """Build the unfitted, seeded estimator for the ``model`` group, run as ``execution`` says.
 
-    ``journal`` names the folder of finished fits that an interrupted search resumes from;
-    ``execution.model_cache_mb`` bounds the compiled models a process keeps (0: build every fit).
+    ``fit_store`` is the folder of finished fits (None: train every fit, keep none), kept within
+    ``execution.fit_store_budget_mb``; ``execution.model_cache_mb`` bounds the compiled models a
+    process keeps (0: build every fit).
     """
     return MnistCNNClassifier(
         model=build_cnn,
         metrics=["accuracy"],
         random_state=seed,
         verbose=0,
-        journal=str(journal) if journal is not None else None,
+        fit_store=str(fit_store) if fit_store is not None else None,
+        fit_store_budget_mb=execution.fit_store_budget_mb,
         model_cache_mb=execution.model_cache_mb,
         **estimator_params(model),
     )

@@ -17,11 +17,9 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import suppress
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import IO, Any
 
-import joblib
 import numpy as np
 
 from mnist_hpo.config import ConfigError
@@ -38,9 +36,6 @@ TEMPORARY = re.compile(r"\.[0-9a-f]{64}\..+\.tmp")
 STALE_TEMPORARY_S = 3600  # a write takes milliseconds: an older temporary file is a killed writer's
 NUMERIC_KINDS = frozenset("biufc")
 ZIP_MAGIC = b"PK\x03\x04"
-# Backend distributions whose version changes numerics; TensorFlow ships under several names.
-BACKEND_PACKAGES = {"tensorflow": ("tensorflow",), "jax": ("jax", "jaxlib"), "torch": ("torch",)}
-DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-macos", "tensorflow-intel", "tf-nightly")}
 
 
 @dataclass(frozen=True)
@@ -76,81 +71,6 @@ class StoreSummary:
 
 class BadEntryError(Exception):
     """An entry file that is not what this store writes; its message is the one-line reason."""
-
-
-def describe(value: Any) -> str:
-    """A stable text for a parameter value, the same in every process and for equal values.
-
-    Callables go by ``module.qualname`` (a repr holds an address), NumPy scalars as Python ones (a
-    sampled 0.001 and a grid's 0.001 train alike), lists and tuples alike, mappings by sorted key.
-    """
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, np.ndarray):
-        return f"array({value.dtype.str}, {value.shape}, {_digest_arrays(value)})"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(sorted(f"{describe(k)}: {describe(v)}" for k, v in value.items())) + "}"
-    if isinstance(value, Sequence) and not isinstance(value, str | bytes):
-        return "[" + ", ".join(describe(item) for item in value) + "]"
-    if callable(value) and hasattr(value, "__qualname__"):
-        return f"{value.__module__}.{value.__qualname__}"
-    return repr(value)
-
-
-def _digest_arrays(*arrays: np.ndarray | None) -> str:
-    """SHA-256 over each array's dtype, shape and bytes (a header fixes its length, so no two collide)."""
-    digest = hashlib.sha256()
-    for array in arrays:
-        if array is None:
-            digest.update(b"none\n")
-            continue
-        contiguous = np.ascontiguousarray(array)
-        digest.update(f"array {contiguous.dtype.str} {contiguous.shape}\n".encode())
-        # Object arrays hold pointers; joblib hashes their pickled values instead (hashing, never loading).
-        data = joblib.hash(contiguous).encode() if contiguous.dtype.hasobject else contiguous.reshape(-1).view(np.uint8)
-        digest.update(data)
-    return digest.hexdigest()
-
-
-def fit_key(params: Mapping[str, Any], backend: str, versions: Mapping[str, str], *arrays: np.ndarray | None) -> str:
-    """The store key of one fit: SHA-256 of everything that decides what it learns.
-
-    hashlib rather than ``joblib.hash``: on a 60000x28x28x1 float32 array sha256 took 125 ms here
-    and ``joblib.hash`` (md5) 294 ms.
-
-    Args:
-        params: The result-deciding estimator parameters only; the caller filters out the rest.
-        backend: The Keras backend name.
-        versions: Versions that change numerics, major.minor (see :func:`numerics_versions`).
-        *arrays: The exact training arrays (X, y, sample_weight or None), dtype and shape included.
-
-    Returns:
-        64 lowercase hex digits.
-    """
-    header = {
-        "format": FORMAT,
-        "backend": backend,
-        "versions": sorted((str(name), str(version)) for name, version in versions.items()),
-        "params": [[name, describe(params[name])] for name in sorted(params)],
-    }
-    return hashlib.sha256(f"{json.dumps(header)}\n{_digest_arrays(*arrays)}".encode()).hexdigest()
-
-
-def numerics_versions(backend: str) -> dict[str, str]:
-    """Major.minor of Keras and the backend's packages: a new release may train to other weights.
-
-    Read from package metadata, so no backend is imported. A package that is not installed is "none".
-    """
-    versions = {}
-    for package in ("keras", *BACKEND_PACKAGES.get(backend, (backend,))):
-        found = "none"
-        for distribution in DISTRIBUTIONS.get(package, (package,)):
-            with suppress(metadata.PackageNotFoundError):
-                found = metadata.version(distribution)
-                break
-        match = re.match(r"\d+\.\d+", found)
-        versions[package] = match.group() if match else found
-    return versions
 
 
 def _checksum(arrays: Mapping[str, np.ndarray]) -> str:

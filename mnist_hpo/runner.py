@@ -12,11 +12,10 @@ from rich.console import Console
 from sklearn.callback import ProgressBar
 
 from mnist_hpo import plots
-from mnist_hpo.config import Config, ExecutionConfig, TrackingConfig, config_yaml
+from mnist_hpo.config import Config, config_yaml
 from mnist_hpo.estimator import build_estimator
 from mnist_hpo.evaluation import SearchResult, summarize
 from mnist_hpo.identity import resume_key
-from mnist_hpo.journal import FitJournal
 from mnist_hpo.params import estimator_params
 from mnist_hpo.provenance import Provenance, git_commit
 from mnist_hpo.report import result_view
@@ -43,14 +42,6 @@ def flat_params(cfg: Config) -> dict[str, Any]:
     return estimator_params(cfg.model) | flat
 
 
-def open_journal(execution: ExecutionConfig, tracking: TrackingConfig, launch_dir: Path, key: str) -> FitJournal | None:
-    """The journal of this search's finished fits (none when ``execution.resume=false``)."""
-    if not execution.resume:
-        return None
-    root = Path(execution.journal_dir or Path(tracking.store_dir) / "journal")
-    return FitJournal((launch_dir / root).resolve() / key)
-
-
 def write_cv_results(search: Any, output_dir: Path) -> Path:
     """Write ``cv_results.csv`` into the job's output folder."""
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -71,8 +62,7 @@ def run_search(
     data = session.data
     backend = keras.backend.backend()
     key = resume_key(cfg, data.fingerprint(), backend)
-    journal = open_journal(cfg.execution, cfg.tracking, job.launch_dir, key)
-    estimator = build_estimator(cfg.model, cfg.execution, cfg.seed, journal=journal.folder if journal else None)
+    estimator = build_estimator(cfg.model, cfg.execution, cfg.seed, fit_store=session.fit_store)
     space = build_space(cfg.grid, allow_distributions=cfg.search.strategy != "grid")
     search = build_search(cfg.search, estimator, space, cfg.seed, n_jobs=cfg.execution.n_jobs)
     console.print(
@@ -107,12 +97,10 @@ def run_search(
         resume=cfg.execution.resume,
     )
     with open_search_run(session.store, spec) as tracked:
-        reused = journal.entries() if journal is not None else 0
-        tracked.note_reused(reused)
         if tracked.resumed:
             console.print(f"Resuming search run {tracked.run_id} (it ended {tracked.resumed_from}).")
-        if reused:
-            console.print(f"Reusing {reused} finished fits from {journal.folder}; training only the rest.")
+        if session.fit_store is not None:
+            console.print(f"Finished fits come from, and go to, the fit store {session.fit_store}.")
         progress = [ProgressBar(max_propagation_depth=0)] if cfg.execution.progress else []
         search.set_callbacks(*progress, *tracked.callbacks(cfg.search.cv))
         with fit_workers(cfg.execution):
@@ -122,8 +110,6 @@ def run_search(
         best = getattr(search, "best_estimator_", None)
         figures = plots.search_figures(result, best.history_ if best is not None else None)
         tracked.record(result, csv_path, figures, best if cfg.tracking.log_model else None, data.x_test)
-    if journal is not None:
-        journal.clear()
     console.print(result_view(result))
     console.print(f"cv_results.csv: {csv_path}")
     console.print(tracked.summary_line())

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mnist_hpo.config import Config
+from mnist_hpo.config import Config, ExecutionConfig, TrackingConfig
 from mnist_hpo.data import MnistData, load_data
+from mnist_hpo.fit_store import FITS_SUBDIR, FitStore
 from mnist_hpo.provenance import package_versions
 from mnist_hpo.runtime import describe_device, seed_everything
 from mnist_hpo.validation import validate_config
@@ -34,12 +35,21 @@ class JobContext:
 
 @dataclass(frozen=True)
 class Session:
-    """What every search of one job shares: the tracking store, data, device and versions."""
+    """What every search of one job shares: the tracking store, fit store, data, device and versions."""
 
     store: Store | None
+    fit_store: Path | None
     data: MnistData
     device: str
     versions: dict[str, str]
+
+
+def fit_store_folder(execution: ExecutionConfig, tracking: TrackingConfig, launch_dir: Path) -> Path | None:
+    """The fit store's folder: ``execution.fit_store_dir``, else ``<tracking.store_dir>/fits``; None when off."""
+    if not execution.fit_store:
+        return None
+    folder = Path(execution.fit_store_dir) if execution.fit_store_dir else Path(tracking.store_dir) / FITS_SUBDIR
+    return (launch_dir / folder).resolve()
 
 
 def open_session(cfg: Config, job: JobContext) -> Session:
@@ -51,7 +61,10 @@ def open_session(cfg: Config, job: JobContext) -> Session:
 
     validate_config(cfg)
     store = open_store(cfg.tracking, job.launch_dir) if cfg.tracking.enabled else None
+    fit_store = fit_store_folder(cfg.execution, cfg.tracking, job.launch_dir)
+    if fit_store is not None:
+        FitStore(fit_store, key_name="execution.fit_store_dir").check_writable()
     data = load_data(cfg.data, cfg.seed)
     device = describe_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
-    return Session(store=store, data=data, device=device, versions=package_versions())
+    return Session(store=store, fit_store=fit_store, data=data, device=device, versions=package_versions())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -41,6 +42,44 @@ def run_cli(
         timeout=timeout,
         env={**os.environ, "COLUMNS": "160", **(env or {})},
     )
+
+
+# Runs the real CLI and SIGKILLs its own process the moment its N-th fit has finished (the fit
+# saved, its fold run closed): the kill point is exact however fast the machine is.
+KILL_AFTER_FITS = """
+import os, signal, sys
+from mnist_hpo import __main__ as cli_module
+from mnist_hpo.estimator import MnistCNNClassifier
+
+fit = MnistCNNClassifier.fit
+finished = []
+
+
+def fit_then_die(self, *args, **kwargs):
+    result = fit(self, *args, **kwargs)
+    finished.append(self)
+    if len(finished) == int(os.environ["KILL_AFTER_FITS"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+
+MnistCNNClassifier.fit = fit_then_die
+sys.argv = ["mnist_hpo", *sys.argv[1:]]
+cli_module.cli()
+"""
+
+
+def run_cli_killed_after(fits: int, *args: str, cwd: Path) -> None:
+    """Run ``python -m mnist_hpo ARGS`` in ``cwd`` until it SIGKILLs itself after ``fits`` fits (in-process)."""
+    process = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_FITS, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "KILL_AFTER_FITS": str(fits)},
+    )
+    assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
 
 
 def store_uri(folder: Path) -> str:

@@ -123,6 +123,14 @@ BAD_INPUTS = {
     "bad labels": (["data.path=<bad_labels>"], "data.path: y_train has labels outside 0-9"),
     "not npz": (["data.path=<not_npz>"], "data.path: <not_npz> is not a readable .npz file"),
     "unreachable store": (["tracking.uri=http://127.0.0.1:9"], "tracking.uri: cannot use the tracking store"),
+    "fit store not writable": (
+        ["execution.fit_store_dir=<a_file>/fits"],
+        "execution.fit_store_dir: <a_file>/fits is not writable (part of the path is a file, not a directory)",
+    ),
+    "fit store budget": (
+        ["execution.fit_store_budget_mb=0"],
+        "execution.fit_store_budget_mb: 0 must be an integer >= 1",
+    ),
     "corrupted store": (
         ["tracking.uri=sqlite:///<corrupt_db>"],
         "tracking.uri: the store <corrupt_db> is corrupted",
@@ -137,7 +145,9 @@ def test_bad_input_stops_before_training_and_leaves_no_run(case, tmp_path):
         "bad_labels": write_npz(tmp_path / "labels.npz", y_train=np.full(40, 11)),
         "not_npz": tmp_path / "garbage.npz",
         "corrupt_db": tmp_path / "corrupt.db",
+        "a_file": tmp_path / "a_file",
     }
+    files["a_file"].write_text("not a folder")
     files["not_npz"].write_bytes(b"not a zip file")
     files["corrupt_db"].write_bytes(b"this is not an sqlite database" * 100)
     overrides, message = BAD_INPUTS[case]

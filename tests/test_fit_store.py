@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from mnist_hpo.config import ConfigError
-from mnist_hpo.fit_store import FitStore, StoredFit, fit_key, numerics_versions
+from mnist_hpo.fit_keys import fit_key, numerics_versions
+from mnist_hpo.fit_store import FitStore, StoredFit
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTORY = {"loss": [2.25, 1.0 / 3.0, 0.125], "accuracy": [0.1, 0.5, 0.9]}
@@ -434,7 +435,7 @@ def test_fit_key_changes_with_everything_that_decides_a_fit_and_nothing_else():
 
 def test_fit_key_is_the_same_in_another_process():
     code = (
-        "import numpy as np; from mnist_hpo.fit_store import fit_key; "
+        "import numpy as np; from mnist_hpo.fit_keys import fit_key; "
         "print(fit_key({'a': [1, 2.5], 'f': np.mean}, 'jax', {'keras': '3.15'}, np.arange(6.0)))"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)

@@ -132,6 +132,14 @@ def test_every_execution_key_given_under_search_names_its_new_place(key):
     assert moved_key("search.cv=2") is None and moved_key("execution.n_jobs=2") is None
 
 
+@pytest.mark.parametrize("key", ["search.journal_dir", "execution.journal_dir"])
+def test_the_journal_folder_names_the_fit_store_that_replaced_it(key):
+    assert (
+        moved_key(f"{key}=/tmp/j")
+        == f"{key}: replaced by execution.fit_store_dir (finished fits are kept in the fit store)"
+    )
+
+
 def test_an_old_key_on_the_command_line_stops_with_one_line_and_exit_2(cli, tmp_path):
     result = cli("search.n_jobs=2", cwd=tmp_path)
     assert result.returncode == 2
@@ -139,3 +147,10 @@ def test_an_old_key_on_the_command_line_stops_with_one_line_and_exit_2(cli, tmp_
         "error: search.n_jobs: moved to execution.n_jobs (how fits run, not what is searched); use execution.n_jobs=2"
     ]
     assert not (tmp_path / "mlruns").exists()
+
+
+def test_the_console_script_finds_the_config_from_any_folder(tmp_path):
+    script = Path(sys.executable).with_name("mnist-hpo")
+    result = subprocess.run([str(script), "--cfg", "job"], cwd=tmp_path, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "execution:" in result.stdout and "n_jobs: 1" in result.stdout

@@ -1,17 +1,13 @@
-"""A search killed with SIGKILL part-way resumes from its journal and ends with the full tree."""
+"""A search killed with SIGKILL part-way resumes, restores its finished fits from the fit store, ends complete."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from conftest import SMOKE_CANDIDATES, SMOKE_EPOCHS, SMOKE_FOLDS, run_cli, store_uri
+from conftest import SMOKE_CANDIDATES, SMOKE_EPOCHS, SMOKE_FOLDS, run_cli, run_cli_killed_after, store_uri
 from mlflow import MlflowClient
 from mlflow_tree import runs_by_level
 
@@ -21,42 +17,9 @@ SMOKE = ("experiment=smoke", "hydra.run.dir=outputs/smoke")
 pytestmark = pytest.mark.slow
 
 
-# Runs the real CLI, and SIGKILLs its own process the moment its second fit has finished: the
-# kill point is exact however fast the machine is (polling the store could miss it).
-KILL_AFTER_TWO_FITS = """
-import os, signal, sys
-from mnist_hpo import __main__ as cli_module
-from mnist_hpo.estimator import MnistCNNClassifier
-
-fit = MnistCNNClassifier.fit
-finished = []
-
-
-def fit_then_die(self, *args, **kwargs):
-    result = fit(self, *args, **kwargs)
-    finished.append(self)
-    if len(finished) == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return result
-
-
-MnistCNNClassifier.fit = fit_then_die
-sys.argv = ["mnist_hpo", *sys.argv[1:]]
-cli_module.cli()
-"""
-
-
 def kill_after_two_fits(folder: Path) -> list:
     """Run the smoke search until it SIGKILLs itself after two fits; return the fold runs then FINISHED."""
-    process = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER_TWO_FITS, *SMOKE, "execution.progress=false"],
-        cwd=folder,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"},
-    )
-    assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
+    run_cli_killed_after(2, *SMOKE, "execution.progress=false", cwd=folder)
     return [run for run in runs_by_level(store_uri(folder)).get("fold", []) if run.info.status == "FINISHED"]
 
 
@@ -70,7 +33,7 @@ def test_sigkilled_search_resumes_and_trains_only_missing_fits(tmp_path, smoke_r
     result = run_cli(*SMOKE, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Resuming search run {search.info.run_id}" in result.stdout
-    assert "Reusing" in result.stdout
+    assert "fits: 3 trained, 2 restored from the fit store" in result.stdout  # 2 folds + the refit trained
 
     levels = runs_by_level(uri)
     (resumed,) = levels["search"]
@@ -100,4 +63,18 @@ def test_sigkilled_search_resumes_and_trains_only_missing_fits(tmp_path, smoke_r
     uninterrupted = pd.read_csv(smoke_run[0] / "outputs/smoke/cv_results.csv")
     resumed_scores = pd.read_csv(tmp_path / "outputs/smoke/cv_results.csv")
     pd.testing.assert_series_equal(resumed_scores["mean_test_score"], uninterrupted["mean_test_score"])
-    assert not (tmp_path / "mlruns" / "journal").exists() or not any((tmp_path / "mlruns" / "journal").iterdir())
+    # The fit store keeps every fit (4 folds and the refit) for later searches.
+    assert len(list((tmp_path / "mlruns" / "fits").glob("*/*.npz"))) == SMOKE_CANDIDATES * SMOKE_FOLDS + 1
+
+
+def test_a_search_killed_after_its_refit_resumes_without_a_second_refit_run(tmp_path):
+    # 4 fold fits and the refit finished; the kill comes before the search recorded anything.
+    run_cli_killed_after(SMOKE_CANDIDATES * SMOKE_FOLDS + 1, *SMOKE, "execution.progress=false", cwd=tmp_path)
+    result = run_cli(*SMOKE, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "fits: 0 trained, 5 restored from the fit store" in result.stdout
+    levels = runs_by_level(store_uri(tmp_path))
+    (search,) = levels["search"]
+    assert search.info.status == "FINISHED" and "mnist_hpo.model_uri" in search.data.tags
+    assert len(levels["refit"]) == 1 and len(levels["fold"]) == SMOKE_CANDIDATES * SMOKE_FOLDS
+    assert "RUNNING" not in {run.info.status for runs in levels.values() for run in runs}

@@ -85,12 +85,14 @@ def test_memory_stays_bounded_over_many_fits_in_recycled_workers(tmp_path):
         assert max(readings) - readings[0] < ceiling_mb + 30, by_worker
 
 
-def test_resume_off_keeps_no_journal(tmp_path):
-    cfg = compose_config("experiment=smoke", "execution.progress=false", "execution.resume=false", "model.epochs=1")
-    run(cfg, job(tmp_path))
-    assert not (tmp_path / "mlruns" / "journal").exists()
-    (search,) = runs_by_level(store_uri(tmp_path))["search"]
-    assert search.info.status == "FINISHED"
+def test_fit_store_off_keeps_no_fit_and_trains_every_one(tmp_path):
+    cfg = compose_config("experiment=smoke", "execution.progress=false", "execution.fit_store=false", "model.epochs=1")
+    for _ in range(2):
+        run(cfg, job(tmp_path))
+    assert not (tmp_path / "mlruns" / "fits").exists()
+    searches = runs_by_level(store_uri(tmp_path))["search"]
+    assert [search.data.tags["mnist_hpo.trained_fits"] for search in searches] == ["5", "5"]
+    assert all(search.data.tags["mnist_hpo.reused_fits"] == "0" for search in searches)
 
 
 @pytest.mark.slow

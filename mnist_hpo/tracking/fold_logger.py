@@ -7,6 +7,7 @@ each fit is, in the main process or in any worker the search's joblib backend st
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from typing import Any
@@ -20,13 +21,16 @@ from mnist_hpo.search import candidate_params
 from mnist_hpo.tracking.runs import (
     CANDIDATE,
     ERROR,
+    FIT_KEY,
     FOLD,
     ITERATION,
     LEVEL,
     MAX_TEXT,
     PID,
     REUSED,
+    REUSED_FIT_KEY,
     SEARCH_RUN,
+    TRAINED_BY,
     close_run,
 )
 from mnist_hpo.tracking.store import Store
@@ -60,8 +64,9 @@ class FoldLogger:
     Candidate runs are made in the main process when the search task begins, so they exist
     before any worker needs one; fold runs are made by whichever process fits the fold and
     attach to their candidate by the candidate's parameter values, never by arrival order.
-    When a search run is resumed, its candidate runs are reused, and a fit loaded from the
-    journal whose fold run had FINISHED gets no second fold run.
+    A fit restored from the fit store gets its fold run like any other, with the curves, fit
+    time and the run that trained it; when a search run is resumed, its candidate runs are
+    reused, and a restored fit whose fold run had FINISHED gets no second fold run.
 
     Args:
         store: The tracking store; workers open their own client from its URI.
@@ -80,6 +85,7 @@ class FoldLogger:
         self.axes: list[str] = []
         self.candidate_runs: dict[str, str] = {}
         self.finished_folds: set[tuple[str, str, str]] = set()
+        self.refit_finished = False
         self.fold_runs: dict[tuple[int, ...], str | None] = {}
 
     def setup(self, estimator: Any, context: CallbackContext) -> None:
@@ -95,7 +101,12 @@ class FoldLogger:
         elif context.source_task_name == EVALUATION_TASK:
             self.fold_runs[task_path(context)] = self.create_fold_run(estimator, context, X)
         elif context.source_task_name == REFIT_TASK:
-            self.fold_runs[task_path(context)] = self.create_run("refit", self.search_run_id, {LEVEL: "refit"})
+            reused = getattr(estimator, "fit_reused_", False)
+            if reused and self.refit_finished:  # a resumed search whose refit had finished: no second run
+                self.fold_runs[task_path(context)] = None
+                return
+            tags = {LEVEL: "refit"} | ({REUSED: "true"} if reused else {})
+            self.fold_runs[task_path(context)] = self.create_run("refit", self.search_run_id, tags)
 
     def on_fit_task_end(self, estimator: Any, context: CallbackContext, *, fitted_estimator=None) -> None:
         """Log an epoch's metrics, or close a fold run with its outcome."""
@@ -106,9 +117,7 @@ class FoldLogger:
         else:
             run_id = self.fold_runs.pop(task_path(context), None)
             if run_id is not None:
-                if getattr(estimator, "fit_reused_", False):
-                    self.log_history(run_id, estimator.history_)
-                self.close_fold_run(run_id, getattr(estimator, "fit_error_", None))
+                self.close_fold_run(run_id, estimator)
 
     def create_run(self, name: str, parent_id: str, tags: dict[str, str]) -> str:
         """Create a child run of ``parent_id`` and return its id."""
@@ -133,6 +142,8 @@ class FoldLogger:
                     client.delete_tag(run.info.run_id, ERROR)
             elif tags.get(LEVEL) == "fold" and run.info.status == "FINISHED":
                 self.finished_folds.add((tags[CANDIDATE], tags[FOLD], tags.get(ITERATION, "0")))
+            elif tags.get(LEVEL) == "refit" and run.info.status == "FINISHED":
+                self.refit_finished = True
 
     def create_candidate_runs(self, search: Any) -> None:
         """One run per candidate the search will try, keyed by its parameter values."""
@@ -151,7 +162,7 @@ class FoldLogger:
     def create_fold_run(self, estimator: Any, context: CallbackContext, X: Any) -> str | None:
         """Create the run of one (candidate, fold) fit under its candidate run.
 
-        None for a fit loaded from the journal whose fold run already FINISHED.
+        None for a fit restored from the fit store whose fold run already FINISHED (a resumed search).
         """
         key = candidate_key(estimator.get_params(), self.axes)
         fold = context.task_id % self.n_splits
@@ -186,16 +197,42 @@ class FoldLogger:
         self.store.client().log_batch(run_id, metrics=metrics)
 
     def log_history(self, run_id: str, history: dict[str, list[float]]) -> None:
-        """Log every epoch of a fit loaded from the journal, as its training logged them."""
+        """Log every epoch of a fit restored from the fit store, as its training logged them."""
         now = int(time.time() * 1000)
         metrics = [
             Metric(name, value, now, step) for name, values in history.items() for step, value in enumerate(values)
         ]
         self.store.client().log_batch(run_id, metrics=metrics)
 
-    def close_fold_run(self, run_id: str, error: str | None) -> None:
-        """Mark a fold run FINISHED, or FAILED with the reason as a tag; note which process fit it."""
+    def origin_run(self, fit_key: str) -> str:
+        """The run that trained the stored fit ``fit_key``: the first fold or refit run tagged with it."""
+        runs = self.store.client().search_runs(
+            [self.experiment_id],
+            f"tags.`{FIT_KEY}` = '{fit_key}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        return runs[0].info.run_id if runs else "unknown (trained under another tracking store or experiment)"
+
+    def close_fold_run(self, run_id: str, estimator: Any) -> None:
+        """Mark a fold run FINISHED, or FAILED with the reason; note which process fit it, how long, from where.
+
+        A restored fit logs the curves, fit time and origin its training left; a trained one its
+        fit key, by which later searches that restore it find this run.
+        """
         client = self.store.client()
-        rss = Metric("worker_rss_mb", psutil.Process().memory_info().rss / 2**20, int(time.time() * 1000), 0)
-        client.log_batch(run_id, metrics=[rss], tags=[RunTag(PID, str(os.getpid()))])
+        now = int(time.time() * 1000)
+        metrics = [Metric("worker_rss_mb", psutil.Process().memory_info().rss / 2**20, now, 0)]
+        tags = [RunTag(PID, str(os.getpid()))]
+        fit_time = getattr(estimator, "fit_time_s_", math.nan)
+        if math.isfinite(fit_time):
+            metrics.append(Metric("fit_time_s", fit_time, now, 0))
+        key = getattr(estimator, "fit_key_", None)
+        if getattr(estimator, "fit_reused_", False):
+            self.log_history(run_id, estimator.history_)
+            tags += [RunTag(REUSED_FIT_KEY, key), RunTag(TRAINED_BY, self.origin_run(key))]
+        elif key is not None:
+            tags.append(RunTag(FIT_KEY, key))
+        client.log_batch(run_id, metrics=metrics, tags=tags)
+        error = getattr(estimator, "fit_error_", None)
         close_run(client, run_id, RunStatus.FAILED if error else RunStatus.FINISHED, error)

@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from mnist_hpo.tracking.fold_logger import params_batch
-from mnist_hpo.tracking.runs import LEVEL, close_on_exit
+from mnist_hpo.tracking.runs import LEVEL, close_dead_runs, close_on_exit, this_process
 from mnist_hpo.tracking.search_run import metrics_batch
 from mnist_hpo.tracking.store import Store, experiment_id
 
@@ -47,10 +47,12 @@ class GroupRun:
         if self.store is None:
             return self
         client = self.store.client()
-        tags = {LEVEL: self.level}
+        experiment = experiment_id(self.store, self.experiment)
+        close_dead_runs(client, experiment)
+        tags = {LEVEL: self.level, **this_process()}
         if self.parent_run_id:
             tags[MLFLOW_PARENT_RUN_ID] = self.parent_run_id
-        run = client.create_run(experiment_id(self.store, self.experiment), run_name=self.name, tags=tags)
+        run = client.create_run(experiment, run_name=self.name, tags=tags)
         self.run_id = run.info.run_id
         if self.params:
             client.log_batch(self.run_id, params=params_batch(self.params))

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+
+import psutil
 from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
@@ -24,12 +27,17 @@ BEST_SEARCH = "mnist_hpo.best_search_run_id"
 BEST_PARAMS = "mnist_hpo.best_params"
 MODEL_URI = "mnist_hpo.model_uri"
 STAGE2_GRID = "mnist_hpo.stage2_grid"
-# Resume: which process owns a search, what it continues, which fits it took from the journal.
+# Resume: which process owns a search and what it continues.
 RESUME_KEY = "mnist_hpo.resume_key"
 RESUMED_FROM = "mnist_hpo.resumed_from_status"
 RESUME_COUNT = "mnist_hpo.resume_count"
+# The fit store: a trained fit's key; a restored fit's key and the run that trained it; per search, the counts.
+FIT_KEY = "mnist_hpo.fit_key"
 REUSED = "mnist_hpo.reused"
+REUSED_FIT_KEY = "mnist_hpo.reused_fit_key"
+TRAINED_BY = "mnist_hpo.trained_by_run_id"
 REUSED_FITS = "mnist_hpo.reused_fits"
+TRAINED_FITS = "mnist_hpo.trained_fits"
 PID = "mnist_hpo.pid"
 HOST = "mnist_hpo.host"
 PROCESS_STARTED = "mnist_hpo.process_started"
@@ -40,6 +48,8 @@ OUTPUT_DIR = "mnist_hpo.output_dir"
 GIT_COMMIT = "mlflow.source.git.commit"
 
 MAX_TEXT = 5000
+# Levels whose run is owned by the process that opened it (tagged with this_process()).
+OWNED_LEVELS = ("search", "study", "stage")
 
 
 def provenance_tags(provenance: Provenance) -> dict[str, str]:
@@ -80,3 +90,42 @@ def close_on_exit(client: MlflowClient, run_id: str, kind: type[BaseException] |
         close_run(client, run_id, RunStatus.FINISHED)
     else:
         close_run(client, run_id, exit_status(kind), f"{kind.__name__}: {error}")
+
+
+def this_process() -> dict[str, str]:
+    """Tags that let a later process tell whether this one, which owns a run, is still alive."""
+    process = psutil.Process()
+    return {HOST: socket.gethostname(), PID: str(process.pid), PROCESS_STARTED: f"{process.create_time():.2f}"}
+
+
+def process_alive(tags: dict[str, str]) -> bool:
+    """Whether the process a run's tags name still runs (one on another host: assumed)."""
+    if PID not in tags:
+        return False
+    if tags.get(HOST) != socket.gethostname():
+        return True
+    try:
+        process = psutil.Process(int(tags[PID]))
+        started = float(tags.get(PROCESS_STARTED, "0"))
+        return process.status() != psutil.STATUS_ZOMBIE and abs(process.create_time() - started) < 1
+    except (psutil.Error, ValueError):
+        return False
+
+
+def close_dead_runs(client: MlflowClient, experiment_id: str) -> None:
+    """End KILLED every search, study and stage run left RUNNING by a process that died (kill -9).
+
+    A search's candidate, fold and refit runs end with it; a study's stages and searches are
+    owned runs of their own and end by the same rule.
+    """
+    reason = "its process died (found RUNNING by a later run)"
+    for run in client.search_runs([experiment_id], "attributes.status = 'RUNNING'", max_results=50000):
+        tags = run.data.tags
+        if tags.get(LEVEL) not in OWNED_LEVELS or PID not in tags or process_alive(tags):
+            continue
+        if tags[LEVEL] == "search":
+            query = f"tags.`{SEARCH_RUN}` = '{run.info.run_id}' and attributes.status = 'RUNNING'"
+            for child in client.search_runs([experiment_id], query, max_results=50000):
+                if child.info.run_id != run.info.run_id:
+                    close_run(client, child.info.run_id, RunStatus.KILLED, reason)
+        close_run(client, run.info.run_id, RunStatus.KILLED, reason)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +11,6 @@ from typing import Any
 
 import mlflow
 import numpy as np
-import psutil
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, RunStatus, RunTag
 from mlflow.models import infer_signature
@@ -30,24 +28,27 @@ from mnist_hpo.tracking.runs import (
     ERROR,
     FAILED,
     FOLD,
-    HOST,
     ITERATION,
     ITERATION_REACHED,
     LEVEL,
     MAX_TEXT,
     MODEL_URI,
     PID,
-    PROCESS_STARTED,
     RESUME_COUNT,
     RESUME_KEY,
     RESUMED_FROM,
+    REUSED_FIT_KEY,
     REUSED_FITS,
     SEARCH_RUN,
     SWEEP_RUN,
+    TRAINED_FITS,
+    close_dead_runs,
     close_on_exit,
     close_run,
     exit_status,
+    process_alive,
     provenance_tags,
+    this_process,
 )
 from mnist_hpo.tracking.store import Store, experiment_id
 
@@ -71,26 +72,6 @@ class SearchRunSpec:
     resume: bool = True
 
 
-def this_process() -> dict[str, str]:
-    """Tags that let a later search tell whether this process is still alive."""
-    process = psutil.Process()
-    return {HOST: socket.gethostname(), PID: str(process.pid), PROCESS_STARTED: f"{process.create_time():.2f}"}
-
-
-def process_alive(tags: dict[str, str]) -> bool:
-    """Whether the process a search run's tags name still runs (one on another host: assumed)."""
-    if PID not in tags:
-        return False
-    if tags.get(HOST) != socket.gethostname():
-        return True
-    try:
-        process = psutil.Process(int(tags[PID]))
-        started = float(tags.get(PROCESS_STARTED, "0"))
-        return process.status() != psutil.STATUS_ZOMBIE and abs(process.create_time() - started) < 1
-    except (psutil.Error, ValueError):
-        return False
-
-
 def metrics_batch(values: dict[str, float], step: int = 0) -> list[Metric]:
     """MLflow metrics from a dict, skipping non-finite values (MLflow cannot chart NaN)."""
     now = int(time.time() * 1000)
@@ -111,10 +92,13 @@ class SearchRun:
         self.experiment_id = ""
         self.run_id = ""
         self.resumed_from: str | None = None
+        self.attempt_started_ms = 0
+        self.fit_counts = (0, 0)
 
     def __enter__(self) -> SearchRun:
+        self.attempt_started_ms = int(time.time() * 1000)
         self.experiment_id = experiment_id(self.store, self.spec.experiment)
-        self.close_dead_searches()
+        close_dead_runs(self.client, self.experiment_id)
         previous = self.interrupted_run() if self.spec.resume and self.spec.resume_key else None
         self.resumed_from = previous.info.status if previous is not None else None
         tags = {LEVEL: "search", RESUME_KEY: self.spec.resume_key, **this_process()}
@@ -142,15 +126,6 @@ class SearchRun:
             self.client.log_batch(self.run_id, params=params_batch(dict(items[start : start + MAX_PARAMS_PER_BATCH])))
         self.client.log_text(self.run_id, self.spec.config_yaml, "config.yaml")
         return self
-
-    def close_dead_searches(self) -> None:
-        """End KILLED every search run (and its children) left RUNNING by a process that died."""
-        query = f"tags.`{LEVEL}` = 'search' and attributes.status = 'RUNNING'"
-        for run in self.client.search_runs([self.experiment_id], query, max_results=50000):
-            if not process_alive(run.data.tags):
-                reason = "its process died (found RUNNING by a later search)"
-                self.close_children(RunStatus.KILLED, reason, run.info.run_id)
-                close_run(self.client, run.info.run_id, RunStatus.KILLED, reason)
 
     def interrupted_run(self) -> Any | None:
         """The newest unfinished search run with this config and data, unless it is still alive."""
@@ -198,10 +173,22 @@ class SearchRun:
         """The sklearn callbacks that fill this search run's candidate and fold runs."""
         return [FoldLogger(self.store, self.experiment_id, self.run_id, n_splits)]
 
-    def note_reused(self, fits: int) -> None:
-        """Record how many finished fits a resumed search took from its journal."""
-        if self.resumed:
-            self.client.set_tag(self.run_id, REUSED_FITS, str(fits))
+    def record_fit_counts(self) -> None:
+        """Tag how many of this attempt's fits were restored from the fit store and how many trained.
+
+        A resumed search's fits whose fold runs had FINISHED before this attempt get no new run:
+        they count as restored.
+        """
+        reused = trained = 0
+        for run in [*self.descendants("fold"), *self.descendants("refit")]:
+            if run.info.start_time >= self.attempt_started_ms:
+                reused += REUSED_FIT_KEY in run.data.tags
+                trained += REUSED_FIT_KEY not in run.data.tags
+            elif run.info.status == "FINISHED":
+                reused += 1
+        self.fit_counts = (reused, trained)
+        self.client.set_tag(self.run_id, REUSED_FITS, str(reused))
+        self.client.set_tag(self.run_id, TRAINED_FITS, str(trained))
 
     def record(
         self, result: SearchResult, csv_path: Path, figures: dict[str, Figure], model: Any | None, images: np.ndarray
@@ -211,6 +198,7 @@ class SearchRun:
         The model goes last: logging it ends the search run's fluent ``start_run`` block.
         """
         self.record_candidates(result)
+        self.record_fit_counts()
         self.record_result(result, {BEST_PARAMS: str(result.best_params)})
         self.log_file(csv_path)
         self.log_figures(figures)
@@ -218,8 +206,12 @@ class SearchRun:
             self.log_model(model, images)
 
     def summary_line(self) -> str:
-        """Where the user finds this search in MLflow."""
-        return f"MLflow: experiment {self.spec.experiment!r}, search run {self.run_id} ({self.store.uri})"
+        """Where the user finds this search in MLflow, and how many fits it trained or restored."""
+        reused, trained = self.fit_counts
+        return (
+            f"MLflow: experiment {self.spec.experiment!r}, search run {self.run_id} ({self.store.uri}); "
+            f"fits: {trained} trained, {reused} restored from the fit store"
+        )
 
     def record_candidates(self, result: SearchResult) -> None:
         """Log each candidate's CV results to its run, each fold's scores to its fold run."""
@@ -322,9 +314,6 @@ class UntrackedSearch:
 
     def callbacks(self, n_splits: int) -> list[FoldLogger]:
         return []
-
-    def note_reused(self, fits: int) -> None:
-        return None
 
     def record(
         self, result: SearchResult, csv_path: Path, figures: dict[str, Figure], model: Any | None, images: np.ndarray
