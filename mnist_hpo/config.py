@@ -66,8 +66,11 @@ class SearchConfig:
 
     strategy: str = "grid"
     cv: int = 3
+    cv_repeats: int = 1
     scoring: str = "accuracy"
-    refit: bool = True
+    refit: Any = True
+    alpha: float = 0.05
+    rope: float = 0.005
     error_score: Any = "nan"
     return_train_score: bool = True
     n_iter: int = 10

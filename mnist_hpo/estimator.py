@@ -6,6 +6,7 @@ import inspect
 import logging
 import math
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,14 +14,15 @@ import keras
 import numpy as np
 from scikeras.utils.transformers import ClassifierLabelEncoder
 from scikeras.wrappers import KerasClassifier
+from sklearn.base import clone
 from sklearn.callback import CallbackContext, CallbackSupportMixin, with_callbacks
 from sklearn.utils import ClassifierTags
 
 from mnist_hpo.choices import ONE_HOT_LOSSES
 from mnist_hpo.config import ExecutionConfig, ModelConfig
-from mnist_hpo.fit_keys import describe, fit_key, numerics_versions
+from mnist_hpo.fit_keys import describe, digest_arrays, fit_key, key_from_digest, numerics_versions
 from mnist_hpo.fit_store import FitStore
-from mnist_hpo.model import build_cnn
+from mnist_hpo.model import IMAGE_SHAPE, build_cnn
 from mnist_hpo.model_cache import MODELS
 from mnist_hpo.params import estimator_params
 
@@ -215,6 +217,15 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         self.history_ = {name: list(values) for name, values in history.items()}
         return True
 
+    def stored_fit_time(self, data_digest: str) -> float:
+        """The training time recorded for this estimator's fit on data with ``data_digest``; NaN if not stored."""
+        if not self.fit_store:
+            return math.nan
+        backend = keras.backend.backend()
+        key = key_from_digest(self.result_params(), backend, numerics_versions(backend), data_digest)
+        stored = FitStore(self.fit_store).load(key)
+        return float(stored.meta.get("fit_time_s", math.nan)) if stored is not None else math.nan
+
     def _raise_if_diverged(self) -> None:
         losses = self.history_.get("loss", [])
         if any(not math.isfinite(value) for value in losses):
@@ -241,6 +252,35 @@ def build_estimator(
         model_cache_mb=execution.model_cache_mb,
         **estimator_params(model),
     )
+
+
+def parameter_counts(estimator: MnistCNNClassifier, candidates: Sequence[dict[str, Any]], y: np.ndarray) -> np.ndarray:
+    """Trainable weights of each candidate's model, built (never trained) on one blank image per class."""
+    classes = np.unique(y)
+    probe = np.zeros((len(classes), *IMAGE_SHAPE), dtype=np.float32)
+    counts = []
+    for params in candidates:
+        twin = clone(estimator).set_params(fit_store=None, **params).initialize(probe, classes)
+        counts.append(sum(int(np.prod(weight.shape)) for weight in twin.model_.trainable_weights))
+    return np.asarray(counts)
+
+
+def training_times(
+    estimator: MnistCNNClassifier, X: np.ndarray, y: np.ndarray, cv: Any, cv_results: Mapping[str, Any]
+) -> np.ndarray:
+    """Mean training time per candidate as recorded when each fit trained (the fit store keeps it).
+
+    Where a fit is not stored (store off, or a halving iteration's subsample), the time the search
+    measured stands in: then it was trained in this search, so that time is its training time.
+    """
+    digests = [digest_arrays(X[train], y[train], None) for train, _ in cv.split(X, y)]
+    recorded = np.array(
+        [
+            np.mean([clone(estimator).set_params(**params).stored_fit_time(digest) for digest in digests])
+            for params in cv_results["params"]
+        ]
+    )
+    return np.where(np.isfinite(recorded), recorded, np.asarray(cv_results["mean_fit_time"], dtype=float))
 
 
 # This class's own constructor keywords: how a fit runs, never what it learns.

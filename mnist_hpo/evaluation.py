@@ -10,6 +10,8 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 from sklearn.model_selection._search import BaseSearchCV
 
+from mnist_hpo.selection import FoldSizes, comparable_rows, compare_with_best
+
 
 @dataclass(frozen=True)
 class TestScores:
@@ -33,7 +35,11 @@ class TestScores:
 
 @dataclass(frozen=True)
 class SearchResult:
-    """What a search found: one row per candidate (ranked), the best, and its test scores."""
+    """What a search found: one row per candidate (ranked, compared with the best), the refitted one, its test scores.
+
+    ``best_index`` is the top mean CV score's row; ``refit_index`` the row the refit rule chose
+    (``search.refit``), which the test scores and the logged model belong to.
+    """
 
     candidates: pd.DataFrame
     axes: list[str]
@@ -42,6 +48,13 @@ class SearchResult:
     best_params: dict[str, Any]
     best_score: float
     test: TestScores | None
+    refit_rule: str | None = None
+    refit_index: int | None = None
+
+    @property
+    def tied(self) -> int:
+        """How many candidates other than the best are tied with it (not significantly worse)."""
+        return int(self.candidates["tied_with_best"].sum()) - 1
 
 
 def score_on_test(estimator: Any, x_test: np.ndarray, y_test: np.ndarray) -> TestScores:
@@ -80,20 +93,41 @@ def candidate_frame(cv_results: dict[str, Any], axes: list[str], n_splits: int) 
     return frame
 
 
-def summarize(search: BaseSearchCV, x_test: np.ndarray | None, y_test: np.ndarray | None) -> SearchResult:
-    """Collect the search's results and, when it refitted, score the best estimator on test."""
+def top_index(cv_results: dict[str, Any]) -> int:
+    """The row with the best mean CV score (rank 1; in a halving search, of its last iteration)."""
+    means = np.asarray(cv_results["mean_test_score"], dtype=float)
+    rows = comparable_rows(cv_results, int(np.argmax(np.asarray(cv_results.get("iter", [0] * len(means))))))
+    finite = rows[np.isfinite(means[rows])]
+    return int(finite[np.argmax(means[finite])]) if finite.size else int(rows[0])
+
+
+def summarize(
+    search: BaseSearchCV,
+    x_test: np.ndarray | None,
+    y_test: np.ndarray | None,
+    sizes: FoldSizes,
+    alpha: float,
+    rope: float,
+    refit_rule: str | None,
+) -> SearchResult:
+    """Collect the search's results, compare every candidate with the best, score the refitted one on test."""
     # The searched axes only: a halving resource (e.g. epochs) is not a candidate's identity.
     space = getattr(search, "param_grid", None) or search.param_distributions
     axes = sorted(space)
-    test = None
-    if getattr(search, "best_estimator_", None) is not None and x_test is not None:
-        test = score_on_test(search.best_estimator_, x_test, y_test)
+    cv_results = search.cv_results_
+    best = top_index(cv_results)
+    candidates = candidate_frame(cv_results, axes, search.n_splits_)
+    candidates = pd.concat([candidates, compare_with_best(cv_results, best, sizes, alpha, rope)], axis=1)
+    refitted = getattr(search, "best_estimator_", None)
+    test = score_on_test(refitted, x_test, y_test) if refitted is not None and x_test is not None else None
     return SearchResult(
-        candidates=candidate_frame(search.cv_results_, axes, search.n_splits_),
+        candidates=candidates,
         axes=axes,
         n_splits=search.n_splits_,
-        best_index=int(search.best_index_),
-        best_params=dict(search.best_params_),
-        best_score=float(search.best_score_),
+        best_index=best,
+        best_params=dict(cv_results["params"][best]),
+        best_score=float(cv_results["mean_test_score"][best]),
         test=test,
+        refit_rule=refit_rule if refitted is not None else None,
+        refit_index=int(search.best_index_) if refitted is not None else None,
     )

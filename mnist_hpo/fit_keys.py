@@ -68,13 +68,18 @@ def fit_key(params: Mapping[str, Any], backend: str, versions: Mapping[str, str]
     Returns:
         64 lowercase hex digits.
     """
+    return key_from_digest(params, backend, versions, digest_arrays(*arrays))
+
+
+def key_from_digest(params: Mapping[str, Any], backend: str, versions: Mapping[str, str], data_digest: str) -> str:
+    """:func:`fit_key` with the training arrays already digested (:func:`digest_arrays`), for many keys per split."""
     header = {
         "format": KEY_FORMAT,
         "backend": backend,
         "versions": sorted((str(name), str(version)) for name, version in versions.items()),
         "params": [[name, describe(params[name])] for name in sorted(params)],
     }
-    return hashlib.sha256(f"{json.dumps(header)}\n{digest_arrays(*arrays)}".encode()).hexdigest()
+    return hashlib.sha256(f"{json.dumps(header)}\n{data_digest}".encode()).hexdigest()
 
 
 def numerics_versions(backend: str) -> dict[str, str]:

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from itertools import combinations
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-
-import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
 from mnist_hpo.evaluation import SearchResult
+
+
+def new_figure(size: tuple[float, float], rows: int = 1, columns: int = 1, **options: Any) -> tuple[Figure, Any]:
+    """A figure and its axes, made without pyplot: nothing keeps it alive once its caller drops it.
+
+    pyplot registers every figure until closed, so a long study's plots piled up in memory.
+    """
+    figure = Figure(figsize=size)
+    return figure, figure.subplots(rows, columns, **options)
 
 
 def as_label(value: object) -> str:
@@ -30,7 +35,7 @@ def axis_scores_figure(result: SearchResult) -> Figure:
     """Mean CV score per value of each grid axis."""
     axes_names = [axis for axis in result.axes if result.candidates[axis].map(as_label).nunique() > 1]
     axes_names = axes_names or result.axes
-    figure, panels = plt.subplots(1, len(axes_names), figsize=(4 * len(axes_names), 3.2), squeeze=False)
+    figure, panels = new_figure((4 * len(axes_names), 3.2), 1, len(axes_names), squeeze=False)
     for panel, axis in zip(panels[0], axes_names, strict=True):
         series = scores_by_value(result.candidates, axis)
         # Bars at positions, labels as ticks: matplotlib's category axis logs noise for "8", "32".
@@ -54,7 +59,7 @@ def heatmap_figures(result: SearchResult) -> dict[str, Figure]:
         table = frame.assign(
             **{row_axis: frame[row_axis].map(as_label), col_axis: frame[col_axis].map(as_label)}
         ).pivot_table(index=row_axis, columns=col_axis, values="mean_test_score", aggfunc="mean")
-        figure, panel = plt.subplots(figsize=(1.2 * table.shape[1] + 3, 0.6 * table.shape[0] + 2))
+        figure, panel = new_figure((1.2 * table.shape[1] + 3, 0.6 * table.shape[0] + 2))
         image = panel.imshow(table.values, cmap="viridis", aspect="auto")
         panel.set_xticks(range(table.shape[1]), table.columns, rotation=30, fontsize=8)
         panel.set_yticks(range(table.shape[0]), table.index, fontsize=8)
@@ -79,7 +84,7 @@ def heatmap_figures(result: SearchResult) -> dict[str, Figure]:
 def fit_time_figure(result: SearchResult) -> Figure:
     """Mean fit time of each candidate, in rank order."""
     frame = result.candidates.sort_values("rank_test_score")
-    figure, panel = plt.subplots(figsize=(max(4, 0.35 * len(frame) + 2), 3.2))
+    figure, panel = new_figure((max(4, 0.35 * len(frame) + 2), 3.2))
     panel.bar(range(len(frame)), frame["mean_fit_time"], tick_label=[str(i) for i in frame.index], color="tab:orange")
     panel.set_xlabel("candidate (rank order)")
     panel.set_ylabel("mean fit time (s)")
@@ -89,7 +94,7 @@ def fit_time_figure(result: SearchResult) -> Figure:
 
 def learning_curves_figure(history: dict[str, list[float]]) -> Figure:
     """Loss and accuracy per epoch (training and validation) of one fit."""
-    figure, (loss_panel, accuracy_panel) = plt.subplots(1, 2, figsize=(8, 3.2))
+    figure, (loss_panel, accuracy_panel) = new_figure((8, 3.2), 1, 2)
     for name, values in history.items():
         panel = accuracy_panel if "acc" in name else loss_panel
         panel.plot(range(1, len(values) + 1), values, marker="o", label=name)
@@ -103,7 +108,7 @@ def learning_curves_figure(history: dict[str, list[float]]) -> Figure:
 
 def confusion_figure(confusion: np.ndarray) -> Figure:
     """The test-set confusion matrix, true digit by predicted digit."""
-    figure, panel = plt.subplots(figsize=(5, 4.5))
+    figure, panel = new_figure((5, 4.5))
     image = panel.imshow(confusion, cmap="Blues")
     panel.set_xticks(range(10))
     panel.set_yticks(range(10))
@@ -126,7 +131,7 @@ def confusion_figure(confusion: np.ndarray) -> Figure:
 
 def influence_figure(ranking: pd.DataFrame) -> Figure:
     """Horizontal bars: each hyperparameter's spread of stage-1 mean CV score, largest on top."""
-    figure, panel = plt.subplots(figsize=(6, 0.4 * len(ranking) + 1.5))
+    figure, panel = new_figure((6, 0.4 * len(ranking) + 1.5))
     panel.barh(ranking["hyperparameter"][::-1], ranking["influence"][::-1], color="tab:blue")
     panel.set_xlabel("best - worst mean CV score")
     panel.set_title("Influence of each hyperparameter (stage 1)", fontsize=10)
@@ -134,9 +139,31 @@ def influence_figure(ranking: pd.DataFrame) -> Figure:
     return figure
 
 
+def difference_figure(result: SearchResult) -> Figure:
+    """A forest plot: each candidate's difference to the best with its 95 % interval, tied ones marked."""
+    frame = result.candidates.dropna(subset=["diff_vs_best"]).sort_values("diff_vs_best")
+    labels = [" / ".join(as_label(row[axis]) for axis in result.axes) for _, row in frame.iterrows()]
+    figure, axes = new_figure((7, 0.35 * len(frame) + 1.5))
+    positions = np.arange(len(frame))[::-1]
+    colours = ["tab:green" if tied else "tab:red" for tied in frame["tied_with_best"]]
+    errors = [frame["diff_vs_best"] - frame["diff_low"], frame["diff_high"] - frame["diff_vs_best"]]
+    axes.errorbar(frame["diff_vs_best"], positions, xerr=np.abs(np.asarray(errors)), fmt="none", ecolor="grey")
+    axes.scatter(frame["diff_vs_best"], positions, c=colours, zorder=3)
+    axes.axvline(0, color="black", linewidth=0.8)
+    axes.set_yticks(positions, labels)
+    axes.set_xlabel("best minus candidate, mean CV score (95 % corrected interval)")
+    axes.set_title("Difference to the best (green: tied with it)")
+    figure.tight_layout()
+    return figure
+
+
 def search_figures(result: SearchResult, best_history: dict[str, list[float]] | None) -> dict[str, Figure]:
     """Every plot a search run carries, by file name; the best fit's curves when it was refitted."""
-    figures = {"scores_by_axis.png": axis_scores_figure(result), "fit_time.png": fit_time_figure(result)}
+    figures = {
+        "scores_by_axis.png": axis_scores_figure(result),
+        "fit_time.png": fit_time_figure(result),
+        "difference_to_best.png": difference_figure(result),
+    }
     figures |= heatmap_figures(result)
     if best_history is not None:
         figures["learning_curves_best.png"] = learning_curves_figure(best_history)

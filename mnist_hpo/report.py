@@ -6,6 +6,7 @@ import math
 import os
 import sys
 
+import pandas as pd
 from rich.console import Console, Group
 from rich.table import Table
 
@@ -42,6 +43,9 @@ def candidate_table(result: SearchResult) -> Table:
     for split in range(result.n_splits):
         table.add_column(f"fold {split}", justify="right")
     table.add_column("fit s", justify="right")
+    table.add_column("best − this [95% CI]", justify="right")
+    table.add_column("p", justify="right")
+    table.add_column("tied", justify="center")
     table.add_column("status")
     ordered = result.candidates.sort_values(["rank_test_score", "mean_test_score"], ascending=[True, False])
     for index, row in ordered.iterrows():
@@ -53,21 +57,52 @@ def candidate_table(result: SearchResult) -> Table:
         cells.append(score)
         cells += [f"{row[f'split{k}_test_score']:.4f}" for k in range(result.n_splits)]
         cells.append(f"{row['mean_fit_time']:.1f}")
-        cells.append(
-            "[red]failed[/red]" if row["failed"] else ("[green]best[/green]" if index == result.best_index else "")
-        )
+        cells += comparison_cells(row, index == result.best_index)
+        cells.append(status(result, index, row["failed"]))
         table.add_row(*cells)
     return table
 
 
+def comparison_cells(row: pd.Series, is_best: bool) -> list[str]:
+    """The best minus this candidate with its interval, the one-sided p-value, and the tie verdict."""
+    if is_best:
+        return ["—", "", "[green]=[/green]"]
+    if math.isnan(row["diff_vs_best"]):
+        return ["", "", ""]
+    interval = f"{row['diff_vs_best']:+.4f} [{row['diff_low']:+.4f}, {row['diff_high']:+.4f}]"
+    return [interval, f"{row['p_value']:.3f}", "yes" if row["tied_with_best"] else "no"]
+
+
+def status(result: SearchResult, index: int, failed: bool) -> str:
+    """failed, best, or refitted (a refit rule's choice other than the best)."""
+    if failed:
+        return "[red]failed[/red]"
+    marks = ["[green]best[/green]"] if index == result.best_index else []
+    if result.refit_index == index and index != result.best_index:
+        marks.append(f"[cyan]refitted ({result.refit_rule})[/cyan]")
+    return " ".join(marks)
+
+
+def verdict(result: SearchResult) -> str:
+    """Whether the best is distinguishable from the rest, in words."""
+    if result.tied == 0:
+        return "better than every other candidate (corrected paired t-test)"
+    return f"NOT distinguishable from {result.tied} other candidate(s): tied at p >= alpha"
+
+
 def best_table(result: SearchResult) -> Table:
-    """The best candidate's parameters and its test metrics."""
+    """The best candidate's parameters, whether it is really better, what was refitted, and its test metrics."""
     table = Table(title="Best candidate", show_header=False)
     table.add_column("name", style="bold")
     table.add_column("value", justify="right")
     for name, value in sorted(result.best_params.items()):
         table.add_row(name, short(value))
     table.add_row("mean CV score", f"{result.best_score:.4f}")
+    table.add_row("is it really better?", verdict(result))
+    if result.refit_rule is not None:
+        refitted = result.candidates.iloc[result.refit_index]
+        chosen = ", ".join(f"{axis}={short(refitted[axis])}" for axis in result.axes)
+        table.add_row(f"refitted (search.refit={result.refit_rule})", chosen)
     if result.test is not None:
         for name, value in result.test.metrics().items():
             table.add_row(name, f"{value:.4f}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,13 +14,15 @@ from sklearn.callback import ProgressBar
 
 from mnist_hpo import plots
 from mnist_hpo.config import Config, config_yaml
-from mnist_hpo.estimator import build_estimator
+from mnist_hpo.data import MnistData
+from mnist_hpo.estimator import MnistCNNClassifier, build_estimator, parameter_counts, training_times
 from mnist_hpo.evaluation import SearchResult, summarize
 from mnist_hpo.identity import resume_key
 from mnist_hpo.params import estimator_params
 from mnist_hpo.provenance import Provenance, git_commit
 from mnist_hpo.report import result_view
-from mnist_hpo.search import build_search
+from mnist_hpo.search import build_cv, build_search
+from mnist_hpo.selection import COMPARISON_COLUMNS, FoldSizes, RefitRule, rule_name
 from mnist_hpo.session import JobContext, Session
 from mnist_hpo.space import build_space
 from mnist_hpo.tracking.search_run import SearchRunSpec, open_search_run
@@ -42,12 +45,28 @@ def flat_params(cfg: Config) -> dict[str, Any]:
     return estimator_params(cfg.model) | flat
 
 
-def write_cv_results(search: Any, output_dir: Path) -> Path:
-    """Write ``cv_results.csv`` into the job's output folder."""
+def write_cv_results(search: Any, result: SearchResult, output_dir: Path) -> Path:
+    """Write ``cv_results.csv`` (scikit-learn's columns, then each candidate's comparison with the best)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / "cv_results.csv"
-    pd.DataFrame(search.cv_results_).to_csv(path, index=False)
+    comparisons = result.candidates[list(COMPARISON_COLUMNS)].reset_index(drop=True)
+    pd.concat([pd.DataFrame(search.cv_results_), comparisons], axis=1).to_csv(path, index=False)
     return path
+
+
+def refit_choice(
+    rule: str | None, cfg: Config, estimator: MnistCNNClassifier, data: MnistData, sizes: FoldSizes
+) -> bool | RefitRule:
+    """What the search refits: scikit-learn's own best (True), nothing (False), or a rule's choice."""
+    if rule not in ("one_se", "tied_fastest"):
+        return rule is not None
+    return RefitRule(
+        rule,
+        sizes,
+        cfg.search.alpha,
+        parameter_counts=partial(parameter_counts, estimator, y=data.y_train),
+        training_times=partial(training_times, estimator, data.x_train, data.y_train, build_cv(cfg.search, cfg.seed)),
+    )
 
 
 def run_search(
@@ -64,7 +83,10 @@ def run_search(
     key = resume_key(cfg, data.fingerprint(), backend)
     estimator = build_estimator(cfg.model, cfg.execution, cfg.seed, fit_store=session.fit_store)
     space = build_space(cfg.grid, allow_distributions=cfg.search.strategy != "grid")
-    search = build_search(cfg.search, estimator, space, cfg.seed, n_jobs=cfg.execution.n_jobs)
+    sizes = FoldSizes.of(len(data.y_train), cfg.search.cv)
+    rule = rule_name(cfg.search.refit)
+    refit = refit_choice(rule, cfg, estimator, data, sizes)
+    search = build_search(cfg.search, estimator, space, cfg.seed, n_jobs=cfg.execution.n_jobs, refit=refit)
     console.print(
         f"[bold]{type(search).__name__}[/bold] over {', '.join(cfg.grid)}: "
         f"{cfg.search.cv}-fold CV on {len(data.y_train)} training images "
@@ -102,11 +124,11 @@ def run_search(
         if session.fit_store is not None:
             console.print(f"Finished fits come from, and go to, the fit store {session.fit_store}.")
         progress = [ProgressBar(max_propagation_depth=0)] if cfg.execution.progress else []
-        search.set_callbacks(*progress, *tracked.callbacks(cfg.search.cv))
+        search.set_callbacks(*progress, *tracked.callbacks(cfg.search.cv, cfg.search.cv_repeats))
         with fit_workers(cfg.execution):
             search.fit(data.x_train, data.y_train)
-        result = summarize(search, data.x_test, data.y_test)
-        csv_path = write_cv_results(search, job.output_dir / (run_name or ""))
+        result = summarize(search, data.x_test, data.y_test, sizes, cfg.search.alpha, cfg.search.rope, rule)
+        csv_path = write_cv_results(search, result, job.output_dir / (run_name or ""))
         best = getattr(search, "best_estimator_", None)
         figures = plots.search_figures(result, best.history_ if best is not None else None)
         tracked.record(result, csv_path, figures, best if cfg.tracking.log_model else None, data.x_test)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -15,6 +15,7 @@ from sklearn.model_selection import (
     ParameterGrid,
     ParameterSampler,
     RandomizedSearchCV,
+    RepeatedStratifiedKFold,
     StratifiedKFold,
 )
 from sklearn.model_selection._search import BaseSearchCV
@@ -29,8 +30,14 @@ def error_score(value: Any) -> float | str:
     return np.nan if value in ("nan", None) else float(value)
 
 
-def build_cv(config: SearchConfig, seed: int) -> StratifiedKFold:
-    """Stratified, shuffled, seeded folds."""
+def build_cv(config: SearchConfig, seed: int) -> StratifiedKFold | RepeatedStratifiedKFold:
+    """Stratified, shuffled, seeded folds; ``search.cv_repeats`` > 1 repeats them with fresh shuffles.
+
+    The first repeat of RepeatedStratifiedKFold draws exactly the unrepeated folds (same seed), so
+    repeating a search restores its first repeat's fits from the fit store and trains only the rest.
+    """
+    if config.cv_repeats > 1:
+        return RepeatedStratifiedKFold(n_splits=config.cv, n_repeats=config.cv_repeats, random_state=seed)
     return StratifiedKFold(n_splits=config.cv, shuffle=True, random_state=seed)
 
 
@@ -40,7 +47,12 @@ def has_distributions(space: dict[str, Any]) -> bool:
 
 
 def build_search(
-    config: SearchConfig, estimator: BaseEstimator, space: dict[str, Any], seed: int, n_jobs: int = 1
+    config: SearchConfig,
+    estimator: BaseEstimator,
+    space: dict[str, Any],
+    seed: int,
+    n_jobs: int = 1,
+    refit: bool | Callable[[dict[str, Any]], int] = True,
 ) -> BaseSearchCV:
     """Build the unfitted search that ``search.strategy`` names.
 
@@ -50,6 +62,7 @@ def build_search(
         space: Parameter grid or distributions, from :func:`mnist_hpo.space.build_space`.
         seed: Seeds the folds and any sampling.
         n_jobs: Parallel fits (``execution.n_jobs``): how the search runs, not what it finds.
+        refit: Refit the best (True), none (False), or the row a refit rule picks from ``cv_results_``.
 
     Returns:
         A GridSearchCV, RandomizedSearchCV, HalvingGridSearchCV or HalvingRandomSearchCV.
@@ -58,7 +71,7 @@ def build_search(
         estimator=estimator,
         scoring=config.scoring,
         n_jobs=n_jobs,
-        refit=config.refit,
+        refit=refit,
         cv=build_cv(config, seed),
         error_score=error_score(config.error_score),
         return_train_score=config.return_train_score,

@@ -39,39 +39,54 @@ def stage_config(cfg: Config, grid: dict[str, list[Any]], *, refit: bool) -> Con
 
 
 def influence(results: dict[str, SearchResult]) -> pd.DataFrame:
-    """Rank hyperparameters by the spread of their stage-1 mean CV scores, largest first."""
+    """Rank hyperparameters by the spread of their stage-1 mean CV scores: detectable ones first, largest first.
+
+    A spread is best minus worst value; its interval and verdict are the corrected paired t-test of
+    the worst value against the best on the same folds (selection.py). A hyperparameter whose worst
+    value is tied with its best has no detectable influence: it ranks after every detectable one, so
+    stage 2 takes it only when ``study.top_m`` asks for more hyperparameters than are detectable.
+    """
     rows = []
     for name, result in results.items():
-        scores = result.candidates.set_index(result.candidates[name].map(json.dumps))["mean_test_score"].dropna()
-        ranked = scores.sort_values(ascending=False)
+        frame = result.candidates.dropna(subset=["mean_test_score"])
+        ranked = frame.sort_values("mean_test_score", ascending=False, kind="stable")
+        worst = ranked.iloc[-1] if len(ranked) else None
         rows.append(
             {
                 "hyperparameter": name,
-                "influence": float(ranked.max() - ranked.min()) if len(ranked) else 0.0,
-                "best_value": json.loads(ranked.index[0]) if len(ranked) else None,
-                "best_score": float(ranked.max()) if len(ranked) else float("nan"),
-                "worst_score": float(ranked.min()) if len(ranked) else float("nan"),
-                "ranked_values": [json.loads(value) for value in ranked.index],
+                "influence": float(ranked["mean_test_score"].iloc[0] - worst["mean_test_score"])
+                if len(ranked)
+                else 0.0,
+                "influence_low": float(worst["diff_low"]) if len(ranked) > 1 else float("nan"),
+                "influence_high": float(worst["diff_high"]) if len(ranked) > 1 else float("nan"),
+                "detectable": bool(len(ranked) > 1 and not worst["tied_with_best"]),
+                "best_value": ranked[name].iloc[0] if len(ranked) else None,
+                "best_score": float(ranked["mean_test_score"].iloc[0]) if len(ranked) else float("nan"),
+                "worst_score": float(worst["mean_test_score"]) if len(ranked) else float("nan"),
+                "ranked_values": list(ranked[name]),
             }
         )
-    return pd.DataFrame(rows).sort_values("influence", ascending=False, kind="stable").reset_index(drop=True)
+    ranking = pd.DataFrame(rows)
+    return ranking.sort_values(["detectable", "influence"], ascending=False, kind="stable").reset_index(drop=True)
 
 
 def fine_grid(ranking: pd.DataFrame, top_m: int, top_k: int) -> dict[str, list[Any]]:
     """The stage-2 grid: the best ``top_k`` values of the ``top_m`` most influential hyperparameters."""
-    return {row.hyperparameter: list(row.ranked_values[:top_k]) for row in ranking.head(top_m).itertuples()}
+    usable = ranking[ranking["ranked_values"].map(len) > 0]  # a hyperparameter whose every value failed has none
+    return {row.hyperparameter: list(row.ranked_values[:top_k]) for row in usable.head(top_m).itertuples()}
 
 
 def influence_table(ranking: pd.DataFrame) -> Table:
-    """The influence ranking as a rich table."""
-    table = Table(title="Hyperparameters by influence (stage-1 spread of mean CV score)")
-    for column in ("rank", "hyperparameter", "influence", "best value", "best", "worst"):
+    """The influence ranking as a rich table, with each spread's interval and whether it is detectable."""
+    table = Table(title="Hyperparameters by influence (stage-1 spread of mean CV score, best minus worst)")
+    for column in ("rank", "hyperparameter", "influence [95% CI]", "detectable", "best value", "best", "worst"):
         table.add_column(column, justify="left" if column in ("hyperparameter", "best value") else "right")
     for rank, row in enumerate(ranking.itertuples(), start=1):
         table.add_row(
             str(rank),
             row.hyperparameter,
-            f"{row.influence:.4f}",
+            f"{row.influence:.4f} [{row.influence_low:+.4f}, {row.influence_high:+.4f}]",
+            "yes" if row.detectable else "no detectable influence",
             json.dumps(row.best_value),
             f"{row.best_score:.4f}",
             f"{row.worst_score:.4f}",

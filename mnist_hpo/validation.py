@@ -16,6 +16,7 @@ from mnist_hpo.config import (
     StudyConfig,
 )
 from mnist_hpo.params import CONFIG_KEYS, estimator_params
+from mnist_hpo.selection import REFIT_RULES
 from mnist_hpo.space import build_space, values_of
 
 Check = Callable[[str, Any], None]
@@ -114,6 +115,11 @@ def validate_search(search: SearchConfig) -> None:
     """Check the ``search`` group."""
     one_of(choices.STRATEGIES)("search.strategy", search.strategy)
     number(2, integer=True)("search.cv", search.cv)
+    number(1, integer=True)("search.cv_repeats", search.cv_repeats)
+    number(0, 1, closed_low=False)("search.alpha", search.alpha)
+    number(0)("search.rope", search.rope)
+    if search.refit not in (True, False, *REFIT_RULES):
+        raise ConfigError(f"search.refit: unknown value {search.refit!r}; valid: true, false, {', '.join(REFIT_RULES)}")
     if search.error_score not in ("nan", "raise") and not isinstance(search.error_score, (int, float)):
         raise ConfigError(f"search.error_score: {search.error_score!r} must be nan, raise or a number")
     number(1, integer=True)("search.n_iter", search.n_iter)
@@ -161,6 +167,11 @@ def validate_config(cfg: Config) -> None:
     validate_execution(cfg.execution)
     if cfg.study.enabled:
         validate_study(cfg.study)
+        if cfg.search.strategy == "halving":
+            raise ConfigError(
+                "search.strategy: halving cannot run a study's stage 1, which compares every value of each "
+                "hyperparameter on the same folds; use grid or random"
+            )
         return
     validate_grid(cfg.grid, allow_distributions=cfg.search.strategy != "grid")
     if cfg.search.strategy == "halving" and cfg.search.resource in cfg.grid:

@@ -123,6 +123,17 @@ BAD_INPUTS = {
     "bad labels": (["data.path=<bad_labels>"], "data.path: y_train has labels outside 0-9"),
     "not npz": (["data.path=<not_npz>"], "data.path: <not_npz> is not a readable .npz file"),
     "unreachable store": (["tracking.uri=http://127.0.0.1:9"], "tracking.uri: cannot use the tracking store"),
+    "refit rule": (
+        ["search.refit=fastest"],
+        "search.refit: unknown value 'fastest'; valid: true, false, best, one_se, tied_fastest",
+    ),
+    "repeats": (["search.cv_repeats=0"], "search.cv_repeats: 0 must be an integer >= 1"),
+    "alpha": (["search.alpha=1.5"], "search.alpha: 1.5 must be a number > 0 and < 1"),
+    "rope": (["search.rope=-0.1"], "search.rope: -0.1 must be a number >= 0"),
+    "study with halving": (
+        ["study=smoke", "search.strategy=halving"],
+        "search.strategy: halving cannot run a study's stage 1",
+    ),
     "fit store not writable": (
         ["execution.fit_store_dir=<a_file>/fits"],
         "execution.fit_store_dir: <a_file>/fits is not writable (part of the path is a file, not a directory)",

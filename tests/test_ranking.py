@@ -9,17 +9,31 @@ import pandas as pd
 import pytest
 
 from mnist_hpo.evaluation import SearchResult
+from mnist_hpo.selection import FoldSizes, compare_with_best
 from mnist_hpo.study import fine_grid, influence
 
 NAN = float("nan")
 
 
-def result(name: str, values: list[Any], scores: list[float]) -> SearchResult:
-    """A one-axis search result over ``name`` with ``scores`` as mean CV scores (NaN = failed)."""
+def result(name: str, values: list[Any], scores: list[float], noise: float = 0.0) -> SearchResult:
+    """A one-axis search result over ``name`` with ``scores`` as mean CV scores (NaN = failed).
+
+    Each candidate scores ``mean - noise`` and ``mean + noise`` on two folds, the sign of the noise
+    alternating between candidates: no noise makes every difference exact, much noise ties them.
+    """
     candidates = pd.DataFrame({name: values, "mean_test_score": scores})
+    signs = [(-1) ** index for index in range(len(scores))]
+    cv_results = {
+        "params": [{name: value} for value in values],
+        "mean_test_score": scores,
+        "split0_test_score": [score - sign * noise for score, sign in zip(scores, signs, strict=True)],
+        "split1_test_score": [score + sign * noise for score, sign in zip(scores, signs, strict=True)],
+    }
     candidates["failed"] = candidates["mean_test_score"].isna()
     finite = candidates["mean_test_score"].dropna()
     best = int(finite.idxmax()) if len(finite) else 0
+    comparisons = compare_with_best(cv_results, best, FoldSizes(n_train=100, n_test=100), alpha=0.05, rope=0.005)
+    candidates = pd.concat([candidates, comparisons], axis=1)
     return SearchResult(
         candidates=candidates,
         axes=[name],
@@ -122,3 +136,30 @@ def test_fine_grid_takes_the_top_k_values_of_the_top_m_hyperparameters_in_rankin
 def test_fine_grid_keeps_every_value_when_top_k_exceeds_them():
     ranking = influence({"model__padding": result("model__padding", ["same", "valid"], [0.7, 0.9])})
     assert fine_grid(ranking, top_m=3, top_k=5) == {"model__padding": ["valid", "same"]}
+
+
+def test_a_hyperparameter_whose_worst_value_is_tied_with_its_best_ranks_after_every_detectable_one():
+    # Given a large but noisy spread (tied: no detectable influence) and a small exact one
+    results = {
+        "batch_size": result("batch_size", [32, 128], [0.90, 0.80], noise=0.2),
+        "model__dense_units": result("model__dense_units", [0, 64], [0.85, 0.86]),
+    }
+    ranking = influence(results)
+    # Then the detectable one ranks first although its spread is smaller, with an interval excluding 0
+    assert list(ranking["hyperparameter"]) == ["model__dense_units", "batch_size"]
+    assert list(ranking["detectable"]) == [True, False]
+    dense = row(ranking, "model__dense_units")
+    assert dense["influence_low"] > 0
+    noisy = row(ranking, "batch_size")
+    assert noisy["influence_low"] < 0 < noisy["influence_high"]
+    # And stage 2 takes the undetectable one only when top_m asks for more than are detectable
+    assert list(fine_grid(ranking, top_m=1, top_k=2)) == ["model__dense_units"]
+    assert list(fine_grid(ranking, top_m=2, top_k=2)) == ["model__dense_units", "batch_size"]
+
+
+def test_a_hyperparameter_whose_every_value_failed_never_enters_stage_2():
+    results = {
+        "batch_size": result("batch_size", [32, 128], [NAN, NAN]),
+        "model__dense_units": result("model__dense_units", [0, 64], [0.85, 0.86]),
+    }
+    assert fine_grid(influence(results), top_m=2, top_k=2) == {"model__dense_units": [64, 0]}

@@ -27,6 +27,7 @@ from mnist_hpo.tracking.runs import (
     LEVEL,
     MAX_TEXT,
     PID,
+    REPEAT,
     REUSED,
     REUSED_FIT_KEY,
     SEARCH_RUN,
@@ -72,16 +73,18 @@ class FoldLogger:
         store: The tracking store; workers open their own client from its URI.
         experiment_id: The experiment holding the search run.
         search_run_id: The parent search run.
-        n_splits: Folds per candidate, to turn a task id into a fold index.
+        n_splits: Folds per repeat (``search.cv``), to turn a task id into a repeat and fold.
+        n_repeats: Repeats of the folds (``search.cv_repeats``).
     """
 
     max_propagation_depth = None
 
-    def __init__(self, store: Store, experiment_id: str, search_run_id: str, n_splits: int) -> None:
+    def __init__(self, store: Store, experiment_id: str, search_run_id: str, n_splits: int, n_repeats: int = 1) -> None:
         self.store = store
         self.experiment_id = experiment_id
         self.search_run_id = search_run_id
         self.n_splits = n_splits
+        self.n_repeats = n_repeats
         self.axes: list[str] = []
         self.candidate_runs: dict[str, str] = {}
         self.finished_folds: set[tuple[str, str, str]] = set()
@@ -165,15 +168,17 @@ class FoldLogger:
         None for a fit restored from the fit store whose fold run already FINISHED (a resumed search).
         """
         key = candidate_key(estimator.get_params(), self.axes)
-        fold = context.task_id % self.n_splits
+        split = context.task_id % (self.n_splits * self.n_repeats)  # the split's index in cv_results_
+        repeat, fold = divmod(split, self.n_splits)
         iteration = context.parent.task_id if context.parent.task_name == "halving-iteration" else 0
         reused = getattr(estimator, "fit_reused_", False)
         if reused and (key, str(fold), str(iteration)) in self.finished_folds:
             return None
-        tags = {LEVEL: "fold", CANDIDATE: key, FOLD: str(fold), ITERATION: str(iteration)}
+        tags = {LEVEL: "fold", CANDIDATE: key, FOLD: str(split), REPEAT: str(repeat), ITERATION: str(iteration)}
         if reused:
             tags[REUSED] = "true"
-        run_id = self.create_run(f"fold-{fold}", self.candidate_runs[key], tags)
+        name = f"repeat-{repeat}-fold-{fold}" if self.n_repeats > 1 else f"fold-{fold}"
+        run_id = self.create_run(name, self.candidate_runs[key], tags)
         n_train = len(X) if X is not None else 0
         n_validation = int(n_train * estimator.validation_split)
         self.store.client().log_batch(
@@ -181,6 +186,7 @@ class FoldLogger:
             params=params_batch(
                 {
                     "fold": fold,
+                    "repeat": repeat,
                     "iteration": iteration,
                     "train_size": n_train - n_validation,
                     "validation_size": n_validation,

@@ -19,6 +19,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mnist_hpo.config import ConfigError
 from mnist_hpo.evaluation import SearchResult
 from mnist_hpo.provenance import Provenance
+from mnist_hpo.selection import COMPARISON_COLUMNS
 from mnist_hpo.tracking.fold_logger import FoldLogger, candidate_key, params_batch
 from mnist_hpo.tracking.runs import (
     BEST,
@@ -34,6 +35,8 @@ from mnist_hpo.tracking.runs import (
     MAX_TEXT,
     MODEL_URI,
     PID,
+    REFIT_RULE,
+    REFITTED,
     RESUME_COUNT,
     RESUME_KEY,
     RESUMED_FROM,
@@ -41,6 +44,7 @@ from mnist_hpo.tracking.runs import (
     REUSED_FITS,
     SEARCH_RUN,
     SWEEP_RUN,
+    TIED_WITH_BEST,
     TRAINED_FITS,
     close_dead_runs,
     close_on_exit,
@@ -169,9 +173,9 @@ class SearchRun:
             if run.info.status == "RUNNING":
                 close_run(self.client, run.info.run_id, status, reason)
 
-    def callbacks(self, n_splits: int) -> list[FoldLogger]:
+    def callbacks(self, n_splits: int, n_repeats: int = 1) -> list[FoldLogger]:
         """The sklearn callbacks that fill this search run's candidate and fold runs."""
-        return [FoldLogger(self.store, self.experiment_id, self.run_id, n_splits)]
+        return [FoldLogger(self.store, self.experiment_id, self.run_id, n_splits, n_repeats)]
 
     def record_fit_counts(self) -> None:
         """Tag how many of this attempt's fits were restored from the fit store and how many trained.
@@ -199,7 +203,7 @@ class SearchRun:
         """
         self.record_candidates(result)
         self.record_fit_counts()
-        self.record_result(result, {BEST_PARAMS: str(result.best_params)})
+        self.record_result(result, {BEST_PARAMS: str(result.best_params), REFIT_RULE: result.refit_rule or "none"})
         self.log_file(csv_path)
         self.log_figures(figures)
         if model is not None:
@@ -235,7 +239,9 @@ class SearchRun:
             step = int(row.get("iter", 0))
             values = {name: row[name] for name in frame.columns if name.endswith(("_score", "_time")) and name in row}
             values |= {"rank_test_score": row["rank_test_score"]}
+            values |= {name: row[name] for name in COMPARISON_COLUMNS if name != "tied_with_best"}
             self.client.log_batch(run.info.run_id, metrics=metrics_batch(values, step))
+            self.client.set_tag(run.info.run_id, TIED_WITH_BEST, str(bool(row["tied_with_best"])).lower())
             if "iter" in frame:
                 self.client.set_tag(run.info.run_id, ITERATION_REACHED, str(step))
             if row["failed"]:
@@ -259,10 +265,14 @@ class SearchRun:
             best_id = candidates[best_key].info.run_id
             self.client.set_tag(best_id, BEST, "true")
             self.client.set_tag(self.run_id, BEST_CANDIDATE, best_id)
+        if result.refit_index is not None:
+            refitted = candidate_key(frame.iloc[result.refit_index][result.axes].to_dict(), result.axes)
+            if refitted in candidates:
+                self.client.set_tag(candidates[refitted].info.run_id, REFITTED, result.refit_rule)
 
     def record_result(self, result: SearchResult, tags: dict[str, str]) -> None:
         """Log the search's headline metrics and extra tags."""
-        values = {"best_cv_score": result.best_score}
+        values = {"best_cv_score": result.best_score, "tied_with_best": result.tied}
         if result.test is not None:
             values |= result.test.metrics()
         self.client.log_batch(self.run_id, metrics=metrics_batch(values))
@@ -312,7 +322,7 @@ class UntrackedSearch:
     def __exit__(self, *exc_info: object) -> None:
         return None
 
-    def callbacks(self, n_splits: int) -> list[FoldLogger]:
+    def callbacks(self, n_splits: int, n_repeats: int = 1) -> list[FoldLogger]:
         return []
 
     def record(
