@@ -11,6 +11,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from mnist_hpo.config import SWEEP_RUN_ENV, ConfigError, moved_key, register_configs, typed
+from mnist_hpo.redaction import redact
 from mnist_hpo.runtime import configure_backend
 from mnist_hpo.session import JobContext
 
@@ -52,6 +53,15 @@ def main(cfg: DictConfig) -> float:
         return run(config, job_context())
     except ConfigError as error:
         fail(error)
+    except KeyboardInterrupt:
+        # The runs were already ended KILLED on the way out; the fit store holds every finished fit.
+        command = " ".join(["python -m mnist_hpo", *(redact(arg) for arg in sys.argv[1:])])
+        print(
+            f"interrupted: the search's MLflow runs are marked KILLED and its finished fits are kept; "
+            f"run `{command}` again to resume",
+            file=sys.stderr,
+        )
+        sys.exit(130)
 
 
 def cli() -> None:

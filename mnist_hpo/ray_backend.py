@@ -11,7 +11,15 @@ import joblib
 from mnist_hpo.config import ConfigError, RayConfig
 
 # What Ray's workers must inherit to build the same Keras as this process.
-FORWARDED_ENV = ("KERAS_BACKEND", "TF_CPP_MIN_LOG_LEVEL", "TF_FORCE_GPU_ALLOW_GROWTH", "CUDA_VISIBLE_DEVICES")
+FORWARDED_ENV = (
+    "KERAS_BACKEND",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "TF_FORCE_GPU_ALLOW_GROWTH",
+    "CUDA_VISIBLE_DEVICES",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT",
+    "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
+)
 
 
 def connect(address: str | None) -> None:

@@ -142,6 +142,10 @@ BAD_INPUTS = {
         ["execution.fit_store_budget_mb=0"],
         "execution.fit_store_budget_mb: 0 must be an integer >= 1",
     ),
+    "store folder where no lock can be made": (
+        ["tracking.uri=sqlite:////proc/forbidden.db"],
+        "tracking.uri: cannot write the store's folder /proc (No such file or directory)",
+    ),
     "corrupted store": (
         ["tracking.uri=sqlite:///<corrupt_db>"],
         "tracking.uri: the store <corrupt_db> is corrupted",

@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import compose_config, store_uri
+from conftest import compose_config, run_cli_killed_after, store_uri
 from mlflow import MlflowClient
 from mlflow_tree import runs_by_level
 
@@ -120,3 +120,19 @@ def test_halving_over_epochs_trains_each_iteration_for_its_epochs(tmp_path):
         assert len(client.get_metric_history(fold.info.run_id, "loss")) == epochs
     assert epochs_by_iteration == {0: {1}, 1: {2}, 2: {4}}
     assert Counter(int(fold.data.tags["mnist_hpo.iteration"]) for fold in levels["fold"]) == {0: 8, 1: 4, 2: 2}
+
+
+def test_ctrl_c_prints_one_line_marks_the_runs_killed_and_exits_130(tmp_path):
+    # Given a search interrupted by a real SIGINT (Ctrl-C) after its first fit
+    result = run_cli_killed_after(1, "experiment=smoke", "execution.progress=false", cwd=tmp_path, signal_name="SIGINT")
+    # Then it says so in one line, with no traceback, and exits 130
+    assert result.returncode == 130, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "interrupted: the search's MLflow runs are marked KILLED and its finished fits are kept; "
+        "run `python -m mnist_hpo experiment=smoke execution.progress=false` again to resume"
+    )
+    levels = runs_by_level(store_uri(tmp_path))
+    (search,) = levels["search"]
+    assert search.info.status == "KILLED"
+    assert "RUNNING" not in {run.info.status for runs in levels.values() for run in runs}

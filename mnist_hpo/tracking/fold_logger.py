@@ -17,6 +17,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sklearn.callback import CallbackContext
 
+from mnist_hpo.redaction import redact
 from mnist_hpo.search import candidate_params
 from mnist_hpo.tracking.runs import (
     CANDIDATE,
@@ -55,8 +56,8 @@ def task_path(context: CallbackContext) -> tuple[int, ...]:
 
 
 def params_batch(params: dict[str, Any]) -> list[Param]:
-    """MLflow params from a dict, values as text."""
-    return [Param(key, str(value)[:MAX_TEXT]) for key, value in params.items()]
+    """MLflow params from a dict, values as text with credentials hidden."""
+    return [Param(key, redact(str(value))[:MAX_TEXT]) for key, value in params.items()]
 
 
 class FoldLogger:

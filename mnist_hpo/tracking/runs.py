@@ -9,6 +9,7 @@ from mlflow import MlflowClient
 from mlflow.entities import RunStatus
 
 from mnist_hpo.provenance import Provenance
+from mnist_hpo.redaction import redact
 
 # The run tree: every run says its level and, below a search, which search it belongs to.
 LEVEL = "mnist_hpo.level"
@@ -60,7 +61,7 @@ def provenance_tags(provenance: Provenance) -> dict[str, str]:
     """The tags that say what a search run was: preset, overrides, code, data, versions, device."""
     tags = {
         PRESET: provenance.preset,
-        OVERRIDES: " ".join(provenance.overrides) or "(none)",
+        OVERRIDES: redact(" ".join(provenance.overrides)) or "(none)",
         OUTPUT_DIR: str(provenance.output_dir),
         "data.fingerprint": provenance.data_fingerprint,
         "data.source": provenance.data_source,

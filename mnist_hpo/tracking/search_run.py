@@ -19,6 +19,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mnist_hpo.config import ConfigError
 from mnist_hpo.evaluation import SearchResult
 from mnist_hpo.provenance import Provenance
+from mnist_hpo.redaction import redact
 from mnist_hpo.selection import COMPARISON_COLUMNS
 from mnist_hpo.tracking.fold_logger import FoldLogger, candidate_key, params_batch
 from mnist_hpo.tracking.runs import (
@@ -128,7 +129,7 @@ class SearchRun:
         items = list(params.items())
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
             self.client.log_batch(self.run_id, params=params_batch(dict(items[start : start + MAX_PARAMS_PER_BATCH])))
-        self.client.log_text(self.run_id, self.spec.config_yaml, "config.yaml")
+        self.client.log_text(self.run_id, redact(self.spec.config_yaml), "config.yaml")
         return self
 
     def interrupted_run(self) -> Any | None:
@@ -213,7 +214,7 @@ class SearchRun:
         """Where the user finds this search in MLflow, and how many fits it trained or restored."""
         reused, trained = self.fit_counts
         return (
-            f"MLflow: experiment {self.spec.experiment!r}, search run {self.run_id} ({self.store.uri}); "
+            f"MLflow: experiment {self.spec.experiment!r}, search run {self.run_id} ({redact(self.store.uri)}); "
             f"fits: {trained} trained, {reused} restored from the fit store"
         )
 

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from mnist_hpo.config import ConfigError, TrackingConfig
+from mnist_hpo.redaction import redact
 
 # A remote store that does not answer must fail fast, before training, not after retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+# MLflow prints "View run ... at <tracking URI>" for every run it ends over HTTP: one line per fold
+# run, and the URI as given, password included. The search prints its own, redacted, summary.
+os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 
 import mlflow
 from mlflow import MlflowClient
@@ -67,8 +72,26 @@ def prove_answers(uri: str) -> None:
     except Exception as error:
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise ConfigError(
-            f"tracking.uri: cannot use the tracking store {uri} ({first_line[:200]}); "
+            f"tracking.uri: cannot use the tracking store {redact(uri)} ({redact(first_line[:200])}); "
             "start the server, fix the URI, or set tracking.enabled=false"
+        ) from error
+
+
+def prove_writable(folder: Path) -> None:
+    """Create the store's folder and a file in it (as the lock will), or fail at once naming ``tracking.uri``.
+
+    Without this a folder where no lock file can be made (``/proc``, read-only) waited out the lock's
+    timeout and then blamed another process.
+    """
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-check.")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise ConfigError(
+            f"tracking.uri: cannot write the store's folder {folder} ({error.strerror or error}); "
+            "choose a writable folder (tracking.store_dir or tracking.uri)"
         ) from error
 
 
@@ -81,7 +104,7 @@ def initialize_sqlite(uri: str) -> None:
     beside the database. Later opens find the tables and migrate nothing.
     """
     path = Path(uri.removeprefix(SQLITE_PREFIX))
-    path.parent.mkdir(parents=True, exist_ok=True)
+    prove_writable(path.parent)
     try:
         with FileLock(f"{path}.lock", timeout=INIT_LOCK_TIMEOUT_S):
             check_sqlite_file(path)

@@ -12,6 +12,7 @@ from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
 from mnist_hpo.config import SWEEP_RUN_ENV, TrackingConfig
+from mnist_hpo.redaction import redact
 from mnist_hpo.tracking.runs import BEST_SEARCH, LEVEL, OVERRIDES, SWEEP_RUN, close_run
 from mnist_hpo.tracking.store import Store, experiment_id, open_store
 
@@ -39,7 +40,7 @@ class SweepRun(Callback):
         self.store = open_store(tracking_config(config), Path(os.getcwd()))
         client = self.store.client()
         experiment = experiment_id(self.store, config.tracking.experiment)
-        overrides = " ".join(config.hydra.overrides.task) or "(none)"
+        overrides = redact(" ".join(config.hydra.overrides.task)) or "(none)"
         run = client.create_run(experiment, run_name="sweep", tags={LEVEL: "sweep", OVERRIDES: overrides})
         self.run_id = run.info.run_id
         client.set_tag(self.run_id, SWEEP_RUN, self.run_id)
