@@ -76,6 +76,12 @@ def _moments(d: np.ndarray) -> tuple[float, float]:
     return float(np.mean(d)), float(np.var(d, ddof=1))
 
 
+def _paired(best: np.ndarray, other: np.ndarray, n_train: int, n_test: int) -> tuple[int, float, float] | None:
+    """Count, mean and sample variance of the paired differences; None when they cannot be compared."""
+    d = _differences(best, other, n_train, n_test)
+    return None if d is None else (d.size, *_moments(d))
+
+
 def corrected_paired_ttest(
     best: np.ndarray, other: np.ndarray, n_train: int, n_test: int, confidence: float = 0.95, correction: bool = True
 ) -> PairedComparison:
@@ -117,11 +123,10 @@ def corrected_paired_ttest(
     """
     if not 0.0 < confidence < 1.0:
         raise ValueError(f"confidence must lie in (0, 1), got {confidence}")
-    d = _differences(best, other, n_train, n_test)
-    if d is None:
+    paired = _paired(best, other, n_train, n_test)
+    if paired is None:
         return PairedComparison(NAN, NAN, NAN, NAN, NAN, NAN, NAN, int(np.size(best)))
-    n = d.size
-    mean, var = _moments(d)
+    n, mean, var = paired
     factor = 1.0 / n + (n_test / n_train if correction else 0.0)
     se = math.sqrt(factor * var)
     df = n - 1
@@ -168,11 +173,10 @@ def bayesian_correlated_ttest(
     """
     if not rope >= 0.0:
         raise ValueError(f"rope must be >= 0, got {rope}")
-    d = _differences(best, other, n_train, n_test)
-    if d is None:
+    paired = _paired(best, other, n_train, n_test)
+    if paired is None:
         return BayesianComparison(NAN, NAN, NAN, NAN, NAN, NAN, rope, int(np.size(best)))
-    n = d.size
-    mean, var = _moments(d)
+    n, mean, var = paired
     scale = math.sqrt((1.0 / n + n_test / n_train) * var)
     df = n - 1
     if scale == 0.0:

@@ -25,42 +25,31 @@ def config_error(grid: dict, *, allow_distributions: bool) -> str:
     return message
 
 
-@pytest.mark.parametrize(
-    ("grid", "allow", "names", "says"),
-    [
-        pytest.param(
-            {"optimizer__learning_rate": {"dist": "loguniform", "low": 1e-4, "high": 1e-1}},
-            False,
-            "grid.optimizer__learning_rate",
-            "search.strategy=random",
-            id="distribution-in-grid-search",
-        ),
-        pytest.param(
-            {"optimizer__learning_rate": {"dist": "gauss", "low": 0, "high": 1}},
-            True,
-            "grid.optimizer__learning_rate.dist",
-            "'gauss'",
-            id="unknown-dist",
-        ),
-        pytest.param(
-            {"model__dropout_dense": {"dist": "uniform", "low": 0.0, "hi": 0.5}},
-            True,
-            "grid.model__dropout_dense",
-            "exactly dist, low and high",
-            id="wrong-keys",
-        ),
-        pytest.param(
-            {"model__dropout_dense": {"dist": "uniform", "low": 0.0, "high": 0.5, "step": 0.1}},
-            True,
-            "grid.model__dropout_dense",
-            "exactly dist, low and high",
-            id="extra-key",
-        ),
-        pytest.param({"batch_size": []}, True, "grid.batch_size", "non-empty list", id="empty-list"),
-        pytest.param({"batch_size": 32}, False, "grid.batch_size", "got 32", id="scalar"),
-    ],
-)
-def test_bad_grid_entries_raise_one_line_naming_the_key(grid, allow, names, says):
+LR, DROPOUT = "optimizer__learning_rate", "model__dropout_dense"
+# case: (grid, distributions allowed, the key the message names, what it says)
+BAD_GRIDS = {
+    "distribution-in-grid-search": (
+        {LR: {"dist": "loguniform", "low": 1e-4, "high": 1e-1}},
+        False,
+        f"grid.{LR}",
+        "search.strategy=random",
+    ),
+    "unknown-dist": ({LR: {"dist": "gauss", "low": 0, "high": 1}}, True, f"grid.{LR}.dist", "'gauss'"),
+    "wrong-keys": ({DROPOUT: {"dist": "uniform", "low": 0.0, "hi": 0.5}}, True, f"grid.{DROPOUT}", "exactly dist"),
+    "extra-key": (
+        {DROPOUT: {"dist": "uniform", "low": 0.0, "high": 0.5, "step": 0.1}},
+        True,
+        f"grid.{DROPOUT}",
+        "exactly dist",
+    ),
+    "empty-list": ({"batch_size": []}, True, "grid.batch_size", "non-empty list"),
+    "scalar": ({"batch_size": 32}, False, "grid.batch_size", "got 32"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_GRIDS))
+def test_bad_grid_entries_raise_one_line_naming_the_key(case):
+    grid, allow, names, says = BAD_GRIDS[case]
     message = config_error(grid, allow_distributions=allow)
     assert names in message
     assert says in message
