@@ -10,7 +10,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
 from sklearn.model_selection._search import BaseSearchCV
 
-from mnist_hpo.selection import FoldSizes, comparable_rows, compare_with_best
+from mnist_hpo.selection import FoldSizes, compare_with_best, top_index
 
 
 @dataclass(frozen=True)
@@ -91,14 +91,6 @@ def candidate_frame(cv_results: dict[str, Any], axes: list[str], n_splits: int) 
                 frame[f"split{split}_{kind}_score"] = np.asarray(cv_results[f"split{split}_{kind}_score"])
     frame["failed"] = frame[[f"split{k}_test_score" for k in range(n_splits)]].isna().any(axis=1)
     return frame
-
-
-def top_index(cv_results: dict[str, Any]) -> int:
-    """The row with the best mean CV score (rank 1; in a halving search, of its last iteration)."""
-    means = np.asarray(cv_results["mean_test_score"], dtype=float)
-    rows = comparable_rows(cv_results, int(np.argmax(np.asarray(cv_results.get("iter", [0] * len(means))))))
-    finite = rows[np.isfinite(means[rows])]
-    return int(finite[np.argmax(means[finite])]) if finite.size else int(rows[0])
 
 
 def summarize(

@@ -80,7 +80,8 @@ def run_search(
     """Fit the search ``cfg`` describes on ``session.data``, record it, print its report."""
     data = session.data
     backend = keras.backend.backend()
-    key = resume_key(cfg, data.fingerprint(), backend)
+    fingerprint = data.fingerprint()  # hashes every image: once per search
+    key = resume_key(cfg, fingerprint, backend)
     estimator = build_estimator(cfg.model, cfg.execution, cfg.seed, fit_store=session.fit_store)
     space = build_space(cfg.grid, allow_distributions=cfg.search.strategy != "grid")
     sizes = FoldSizes.of(len(data.y_train), cfg.search.cv)
@@ -96,7 +97,7 @@ def run_search(
         preset=job.preset,
         overrides=job.overrides,
         output_dir=job.output_dir,
-        data_fingerprint=data.fingerprint(),
+        data_fingerprint=fingerprint,
         data_source=data.source,
         train_size=len(data.y_train),
         test_size=len(data.y_test),

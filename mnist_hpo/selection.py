@@ -69,6 +69,20 @@ def comparable_rows(cv_results: Mapping[str, Any], row: int) -> np.ndarray:
     return np.flatnonzero(iterations == iterations[row])
 
 
+def final_rows(cv_results: Mapping[str, Any]) -> np.ndarray:
+    """The rows a search chooses among: all, or in a halving search those of its last iteration."""
+    iterations = np.asarray(cv_results.get("iter", np.zeros(len(cv_results["params"]), dtype=int)))
+    return np.flatnonzero(iterations == iterations.max())
+
+
+def top_index(cv_results: Mapping[str, Any]) -> int:
+    """The row with the best mean CV score among :func:`final_rows` (the first, on a tie, as scikit-learn)."""
+    means = np.asarray(cv_results["mean_test_score"], dtype=float)
+    rows = final_rows(cv_results)
+    finite = rows[np.isfinite(means[rows])]
+    return int(finite[np.argmax(means[finite])]) if finite.size else int(rows[0])
+
+
 def compare_with_best(
     cv_results: Mapping[str, Any], best_index: int, sizes: FoldSizes, alpha: float, rope: float
 ) -> pd.DataFrame:
@@ -122,11 +136,11 @@ class RefitRule:
 
     def __call__(self, cv_results: Mapping[str, Any]) -> int:
         means = np.asarray(cv_results["mean_test_score"], dtype=float)
-        last = comparable_rows(cv_results, int(np.argmax(np.asarray(cv_results.get("iter", [0] * len(means))))))
-        finite = last[np.isfinite(means[last])]
+        rows = final_rows(cv_results)
+        finite = rows[np.isfinite(means[rows])]
+        best = top_index(cv_results)
         if finite.size == 0:
-            return int(last[0])
-        best = int(finite[np.argmax(means[finite])])
+            return best
         times = np.asarray(self.training_times(cv_results), dtype=float)
         if self.rule == "one_se":
             floor = means[best] - np.nan_to_num(stats.standard_error(split_scores(cv_results)[best]))
