@@ -10,16 +10,20 @@ model), so memory stays bounded however long the grid is.
 from __future__ import annotations
 
 import os
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 import joblib
+import psutil
 
 from mnist_hpo.config import ExecutionConfig
 
 # loky has no public setting for its per-worker memory ceiling, only this module global, read
 # after every task. It is the one private name the project writes; a rename fails loudly here.
 LOKY_MEMORY_CEILING = "_MAX_MEMORY_LEAK_SIZE"
+EXIT_SEARCH_GONE = 70  # a worker's exit status when the search process it served is gone
 
 
 def set_memory_ceiling(max_growth_mb: int) -> None:
@@ -50,11 +54,29 @@ def gpu_share(n_jobs: int, fraction: float | None) -> float:
     return round(0.9 / max(1, workers), 3)
 
 
-def init_worker(max_growth_mb: int, threads: int, gpu_fraction: float) -> None:
-    """Run once in each new worker process, before its first fit."""
+def init_worker(max_growth_mb: int, threads: int, gpu_fraction: float, search_pid: int) -> None:
+    """Run once in each new worker process, before its first fit (the watch first: the rest imports the backend)."""
+    exit_with(search_pid)
     set_memory_ceiling(max_growth_mb)
     set_backend_threads(threads)
     limit_gpu_memory(gpu_fraction)
+
+
+def exit_with(search_pid: int, every_s: float = 1.0) -> None:
+    """End this worker within ``every_s`` of the search process ending, however it ended.
+
+    A ``kill -9`` of the search runs no cleanup, and loky's workers went on training (and writing
+    fold runs) for a search nobody was running. A daemon thread watches the search process (pid and
+    start time, so a reused pid does not count) and exits this process at once when it is gone.
+    """
+    search = psutil.Process(search_pid)
+
+    def watch() -> None:
+        while search.is_running() and search.status() != psutil.STATUS_ZOMBIE:
+            time.sleep(every_s)
+        os._exit(EXIT_SEARCH_GONE)
+
+    threading.Thread(target=watch, name="exit-with-search", daemon=True).start()
 
 
 def limit_gpu_memory(fraction: float) -> None:
@@ -107,6 +129,6 @@ def fit_workers(execution: ExecutionConfig) -> Iterator[None]:
     with joblib.parallel_config(
         backend="loky",
         initializer=init_worker,
-        initargs=(execution.worker_max_growth_mb, threads, fraction),
+        initargs=(execution.worker_max_growth_mb, threads, fraction, os.getpid()),
     ):
         yield

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import subprocess
+import sys
+import time
 from collections import Counter
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import compose_config, run_cli_killed_after, store_uri
 from mlflow import MlflowClient
@@ -136,3 +141,43 @@ def test_ctrl_c_prints_one_line_marks_the_runs_killed_and_exits_130(tmp_path):
     (search,) = levels["search"]
     assert search.info.status == "KILLED"
     assert "RUNNING" not in {run.info.status for runs in levels.values() for run in runs}
+
+
+def gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (exited, or a zombie nobody reaped yet)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+@pytest.mark.slow
+def test_workers_end_within_seconds_of_a_kill_9_of_their_search(tmp_path):
+    """``kill -9`` of the search process alone (not its group): its loky workers must not train on."""
+    search = subprocess.Popen(
+        [sys.executable, "-m", "mnist_hpo", "experiment=smoke", "execution.n_jobs=2", "model.epochs=30"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 300
+        workers: list[psutil.Process] = []
+        while len(workers) < 2 and time.monotonic() < deadline and search.poll() is None:
+            workers = [
+                child
+                for child in psutil.Process(search.pid).children(recursive=True)
+                if "LokyProcess" in " ".join(child.cmdline())
+            ]
+            time.sleep(0.5)
+        assert len(workers) == 2, "the search never started its two workers"
+        search.kill()
+        search.wait()
+        deadline = time.monotonic() + 10
+        while not all(gone(worker.pid) for worker in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert all(gone(worker.pid) for worker in workers)
+    finally:
+        for process in [search, *workers]:
+            with contextlib.suppress(Exception):
+                process.kill()
