@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from mnist_hpo.config import SWEEP_RUN_ENV, ConfigError, moved_key, register_configs, typed
 from mnist_hpo.redaction import redact
 from mnist_hpo.runtime import configure_backend
-from mnist_hpo.session import JobContext
+from mnist_hpo.session import JobContext, open_session
 
 register_configs()
 # Absolute, so Hydra finds conf/ however this module is entered: ``python -m mnist_hpo`` and the
@@ -47,10 +47,13 @@ def main(cfg: DictConfig) -> float:
     try:
         config = typed(cfg)
         configure_backend(config.backend, config.device)
-        # Imported only now: the search imports Keras, which reads the backend.
+        job = job_context()
+        # Every check on the user's input runs before Keras is imported (session.py is Keras-free),
+        # so a mistake costs a second and prints one line, not TensorFlow's start-up noise.
+        session = open_session(config, job)
         from mnist_hpo.dispatch import run
 
-        return run(config, job_context())
+        return run(config, job, session=session)
     except ConfigError as error:
         fail(error)
     except KeyboardInterrupt:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -12,6 +13,8 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from mnist_hpo.config import ConfigError, DataConfig
+
+log = logging.getLogger(__name__)
 
 IDX_FILES = {
     "x_train": "train-images-idx3-ubyte",
@@ -116,14 +119,25 @@ def check_mnist(arrays: dict[str, np.ndarray], where: str) -> None:
             raise ConfigError(f"{where}: y_{split} has shape {y.shape}, expected ({len(x)},)")
         if len(y) and (y.min() < 0 or y.max() > 9):
             raise ConfigError(f"{where}: y_{split} has labels outside 0-9")
+        if x.dtype.kind == "f" and not np.isfinite(x).all():
+            raise ConfigError(f"{where}: x_{split} holds NaN or infinite pixels; images must be finite")
+        if x.dtype.kind not in "uif" or (x.size and (x.min() < 0 or x.max() > 255)):
+            raise ConfigError(f"{where}: x_{split} must hold pixels in [0, 1] or 0-255, got {x.dtype} in a wider range")
+    if len(np.unique(arrays["y_train"])) < 2:
+        raise ConfigError(f"{where}: y_train has one class only ({arrays['y_train'][0]}); a classifier needs two")
 
 
-def prepare_images(images: np.ndarray) -> np.ndarray:
-    """Scale pixels to [0, 1] as float32 and add the channel axis, once per run."""
+def prepare_images(images: np.ndarray, name: str) -> np.ndarray:
+    """Scale pixels to [0, 1] as float32 and add the channel axis, once per run.
+
+    Integers are 0-255; floats above 1 are taken for 0-255 too, scaled, and the log says so.
+    """
     images = images.reshape(len(images), 28, 28, 1)
-    if images.dtype == np.uint8:
-        return images.astype(np.float32) / np.float32(255.0)
-    return images.astype(np.float32)
+    if images.dtype.kind == "f" and images.size and images.max() > 1:
+        log.warning("%s: float pixels up to %.0f taken for 0-255 and scaled to [0, 1]", name, images.max())
+    elif images.dtype.kind == "f":
+        return images.astype(np.float32)
+    return images.astype(np.float32) / np.float32(255.0)
 
 
 def stratified_subset(
@@ -152,9 +166,9 @@ def load_data(config: DataConfig, seed: int) -> MnistData:
     )
     x_test, y_test = stratified_subset(arrays["x_test"], arrays["y_test"], config.test_size, seed, "data.test_size")
     return MnistData(
-        x_train=prepare_images(x_train),
+        x_train=prepare_images(x_train, "x_train"),
         y_train=y_train.astype(np.int64),
-        x_test=prepare_images(x_test),
+        x_test=prepare_images(x_test, "x_test"),
         y_test=y_test.astype(np.int64),
         source=str(config.path) if config.path else config.source,
     )

@@ -7,14 +7,18 @@ from rich.console import Console
 from mnist_hpo.config import Config
 from mnist_hpo.report import output_console
 from mnist_hpo.runner import run_search
-from mnist_hpo.session import JobContext, open_session
+from mnist_hpo.session import JobContext, Session, open_session
 from mnist_hpo.study import run_study
 
 
-def run(cfg: Config, job: JobContext, console: Console | None = None) -> float:
-    """Run the search (or the staged study) ``cfg`` describes; return its best mean CV score."""
+def run(cfg: Config, job: JobContext, console: Console | None = None, session: Session | None = None) -> float:
+    """Run the search (or the staged study) ``cfg`` describes; return its best mean CV score.
+
+    ``session`` is the job's opened session, when the caller opened it first (``__main__`` does,
+    so a bad input stops before Keras is imported); else it is opened here.
+    """
     console = console or output_console()
-    session = open_session(cfg, job)
+    session = session or open_session(cfg, job)
     if cfg.study.enabled:
         return run_study(cfg, job, session, console)
     return run_search(cfg, job, session, console).result.best_score

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from mnist_hpo.config import Config, ExecutionConfig, TrackingConfig
 from mnist_hpo.data import MnistData, load_data
 from mnist_hpo.fit_store import FITS_SUBDIR, FitStore
+from mnist_hpo.preflight import preflight
 from mnist_hpo.provenance import package_versions
 from mnist_hpo.runtime import describe_device, seed_everything
 from mnist_hpo.validation import validate_config
@@ -53,18 +54,20 @@ def fit_store_folder(execution: ExecutionConfig, tracking: TrackingConfig, launc
 
 
 def open_session(cfg: Config, job: JobContext) -> Session:
-    """Every check that can fail on bad input (config, tracking store, data files), then seeding.
+    """Every check that can fail on bad input (config, stores, data, what each fit will meet), then seeding.
 
     It runs before any MLflow run is created and before any training.
     """
     from mnist_hpo.tracking.store import open_store
 
     validate_config(cfg)
-    store = open_store(cfg.tracking, job.launch_dir) if cfg.tracking.enabled else None
+    # Config and data first: a mistake there leaves no trace in any store.
+    data = load_data(cfg.data, cfg.seed)
+    preflight(cfg, data.x_train, data.y_train)
     fit_store = fit_store_folder(cfg.execution, cfg.tracking, job.launch_dir)
     if fit_store is not None:
         FitStore(fit_store, key_name="execution.fit_store_dir").check_writable()
-    data = load_data(cfg.data, cfg.seed)
+    store = open_store(cfg.tracking, job.launch_dir) if cfg.tracking.enabled else None
     device = describe_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
     return Session(store=store, fit_store=fit_store, data=data, device=device, versions=package_versions())

@@ -20,13 +20,21 @@ def distribution(key: str, spec: Mapping[str, Any]) -> Any:
     """Build the scipy distribution a ``{dist: ..., low: ..., high: ...}`` entry describes."""
     name = spec.get("dist")
     if name == "choice":
-        return list(spec["values"])
+        values = spec.get("values")
+        if set(spec) != {"dist", "values"} or not isinstance(values, list) or not values:
+            raise ConfigError(f"grid.{key}: a choice takes exactly dist and values, a non-empty list")
+        return list(values)
     if name not in DISTRIBUTIONS:
         valid = ", ".join([*DISTRIBUTIONS, "choice"])
         raise ConfigError(f"grid.{key}.dist: unknown distribution {name!r}; valid: {valid}")
     if set(spec) != {"dist", "low", "high"}:
         raise ConfigError(f"grid.{key}: a {name} distribution takes exactly dist, low and high")
-    return DISTRIBUTIONS[name](spec["low"], spec["high"])
+    low, high = spec["low"], spec["high"]
+    numbers = all(isinstance(bound, int | float) and not isinstance(bound, bool) for bound in (low, high))
+    if not numbers or not (low <= high if name == "randint" else low < high) or (name == "loguniform" and low <= 0):
+        least = "0 < low < high" if name == "loguniform" else ("low <= high" if name == "randint" else "low < high")
+        raise ConfigError(f"grid.{key}: {name} from {low!r} to {high!r}; it needs numbers with {least}")
+    return DISTRIBUTIONS[name](low, high)
 
 
 def is_distribution(value: Any) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from sklearn.metrics import get_scorer_names
+
 from mnist_hpo import choices
 from mnist_hpo.config import (
     Config,
@@ -112,8 +114,9 @@ def validate_study(study: StudyConfig) -> None:
 
 
 def validate_search(search: SearchConfig) -> None:
-    """Check the ``search`` group."""
+    """Check the ``search`` group (scorer names from scikit-learn's own registry)."""
     one_of(choices.STRATEGIES)("search.strategy", search.strategy)
+    one_of(sorted(get_scorer_names()))("search.scoring", search.scoring)
     number(2, integer=True)("search.cv", search.cv)
     number(1, integer=True)("search.cv_repeats", search.cv_repeats)
     number(0, 1, closed_low=False)("search.alpha", search.alpha)
@@ -161,6 +164,11 @@ def validate_config(cfg: Config) -> None:
     """Check the whole config; raise :class:`ConfigError` on the first bad value."""
     one_of(choices.BACKENDS)("backend", cfg.backend)
     one_of(choices.DEVICES)("device", cfg.device)
+    number(0, 2**32, integer=True)("seed", cfg.seed)  # NumPy seeds are unsigned 32-bit
+    if cfg.tracking.enabled and not cfg.tracking.experiment.strip():
+        raise ConfigError(
+            "tracking.experiment: the experiment name is empty; name one, e.g. tracking.experiment=mnist-hpo"
+        )
     validate_model(cfg.model)
     validate_data(cfg.data)
     validate_search(cfg.search)

@@ -123,6 +123,47 @@ BAD_INPUTS = {
     "bad labels": (["data.path=<bad_labels>"], "data.path: y_train has labels outside 0-9"),
     "not npz": (["data.path=<not_npz>"], "data.path: <not_npz> is not a readable .npz file"),
     "unreachable store": (["tracking.uri=http://127.0.0.1:9"], "tracking.uri: cannot use the tracking store"),
+    "folds beyond the smallest class": (
+        ["search.cv=100"],
+        "search.cv: 100 folds need at least 100 images of every class; class 5 has 54 of the 600 training images; "
+        "lower search.cv or raise data.train_size",
+    ),
+    "folds on ten images": (["data.train_size=10", "search.cv=2"], "search.cv: 2 folds need at least 2 images"),
+    "folds on the study's stage-1 subset": (
+        ["study=smoke", "study.stage1_train_size=10", "search.cv=2"],
+        "search.cv: 2 folds need at least 2 images of every class; class 0 has 1 of the 10 training images; "
+        "lower search.cv or raise study.stage1_train_size",
+    ),
+    "loguniform low above high": (
+        [
+            "search.strategy=random",
+            "grid=empty",
+            "+grid.optimizer__learning_rate={dist: loguniform, low: 0.1, high: 0.001}",
+        ],
+        "grid.optimizer__learning_rate: loguniform from 0.1 to 0.001; it needs numbers with 0 < low < high",
+    ),
+    "randint low above high": (
+        ["search.strategy=random", "grid=empty", "+grid.batch_size={dist: randint, low: 64, high: 16}"],
+        "grid.batch_size: randint from 64 to 16; it needs numbers with low <= high",
+    ),
+    "empty choice": (
+        ["search.strategy=random", "grid=empty", "+grid.model__activation={dist: choice, values: []}"],
+        "grid.model__activation: a choice takes exactly dist and values, a non-empty list",
+    ),
+    "scorer": (["search.scoring=acuracy"], "search.scoring: unknown value 'acuracy'; valid: accuracy"),
+    "seed": (["seed=-1"], "seed: -1 must be an integer >= 0 and < 4294967296"),
+    "empty experiment": (["tracking.experiment=' '"], "tracking.experiment: the experiment name is empty"),
+    "kernel beyond the image": (
+        ["model.kernel_size=40", "model.padding=valid"],
+        "model.kernel_size: kernel 40 with padding valid, pooling 2 and 1 conv block(s) leaves no pixel",
+    ),
+    "grid kernel beyond the feature map": (
+        ["+grid.model__kernel_size=[3,15]", "model.padding=valid", "model.conv_filters=[4,4]"],
+        "grid.model__kernel_size: kernel 15 with padding valid, pooling 2 and 2 conv block(s) leaves no pixel",
+    ),
+    "NaN pixels": (["data.path=<nan_pixels>"], "data.path: x_train holds NaN or infinite pixels"),
+    "one class": (["data.path=<one_class>"], "data.path: y_train has one class only (3); a classifier needs two"),
+    "pixels out of range": (["data.path=<negative>"], "data.path: x_train must hold pixels in [0, 1] or 0-255"),
     "refit rule": (
         ["search.refit=fastest"],
         "search.refit: unknown value 'fastest'; valid: true, false, best, one_se, tied_fastest",
@@ -161,6 +202,9 @@ def test_bad_input_stops_before_training_and_leaves_no_run(case, tmp_path):
         "not_npz": tmp_path / "garbage.npz",
         "corrupt_db": tmp_path / "corrupt.db",
         "a_file": tmp_path / "a_file",
+        "nan_pixels": write_npz(tmp_path / "nan.npz", x_train=np.full((40, 28, 28), np.nan, np.float32)),
+        "one_class": write_npz(tmp_path / "one.npz", y_train=np.full(40, 3)),
+        "negative": write_npz(tmp_path / "negative.npz", x_train=np.full((40, 28, 28), -1.0, np.float32)),
     }
     files["a_file"].write_text("not a folder")
     files["not_npz"].write_bytes(b"not a zip file")

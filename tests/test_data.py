@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +73,19 @@ def test_truncated_idx_file_names_the_key(tmp_path):
 def test_folder_without_idx_files_says_what_is_missing(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.path: .* has no train-images-idx3-ubyte"):
         load_data(DataConfig(source="path", path=str(tmp_path)), seed=0)
+
+
+def test_float_pixels_in_0_255_are_scaled_and_the_log_says_so(tmp_path, caplog):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x_train": rng.uniform(0, 255, (40, 28, 28)).astype(np.float32),
+        "y_train": np.tile(np.arange(10), 4),
+        "x_test": rng.uniform(0, 255, (20, 28, 28)).astype(np.float32),
+        "y_test": np.tile(np.arange(10), 2),
+    }
+    np.savez(tmp_path / "floats.npz", **arrays)
+    with caplog.at_level(logging.WARNING, logger="mnist_hpo.data"):
+        data = load_data(DataConfig(source="path", path=str(tmp_path / "floats.npz")), seed=0)
+    assert data.x_train.min() >= 0.0 and data.x_train.max() <= 1.0
+    np.testing.assert_allclose(data.x_train[..., 0], arrays["x_train"][: len(data.x_train)] / 255, rtol=1e-6)
+    assert "x_train: float pixels up to 255 taken for 0-255 and scaled to [0, 1]" in caplog.text
