@@ -51,6 +51,7 @@ def influence(results: dict[str, SearchResult]) -> pd.DataFrame:
         frame = result.candidates.dropna(subset=["mean_test_score"])
         ranked = frame.sort_values("mean_test_score", ascending=False, kind="stable")
         worst = ranked.iloc[-1] if len(ranked) else None
+        values = ranked[name].tolist()  # plain Python values: they become the stage-2 grid and its JSON
         rows.append(
             {
                 "hyperparameter": name,
@@ -60,13 +61,15 @@ def influence(results: dict[str, SearchResult]) -> pd.DataFrame:
                 "influence_low": float(worst["diff_low"]) if len(ranked) > 1 else float("nan"),
                 "influence_high": float(worst["diff_high"]) if len(ranked) > 1 else float("nan"),
                 "detectable": bool(len(ranked) > 1 and not worst["tied_with_best"]),
-                "best_value": ranked[name].iloc[0] if len(ranked) else None,
+                "best_value": values[0] if values else None,
                 "best_score": float(ranked["mean_test_score"].iloc[0]) if len(ranked) else float("nan"),
                 "worst_score": float(worst["mean_test_score"]) if len(ranked) else float("nan"),
-                "ranked_values": list(ranked[name]),
+                "ranked_values": values,
             }
         )
     ranking = pd.DataFrame(rows)
+    # One column holds every hyperparameter's best value: left as objects, 32 stays 32 beside 0.001.
+    ranking["best_value"] = pd.Series([row["best_value"] for row in rows], dtype=object)
     return ranking.sort_values(["detectable", "influence"], ascending=False, kind="stable").reset_index(drop=True)
 
 

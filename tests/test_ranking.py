@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -163,3 +164,16 @@ def test_a_hyperparameter_whose_every_value_failed_never_enters_stage_2():
         "model__dense_units": result("model__dense_units", [0, 64], [0.85, 0.86]),
     }
     assert fine_grid(influence(results), top_m=2, top_k=2) == {"model__dense_units": [64, 0]}
+
+
+def test_the_stage_2_grid_holds_plain_values_that_json_and_the_estimator_take():
+    # Integer and float axes come out of pandas as NumPy scalars unless converted
+    results = {
+        "batch_size": result("batch_size", [32, 128], [0.9, 0.8]),
+        "optimizer__learning_rate": result("optimizer__learning_rate", [0.01, 0.001], [0.7, 0.9]),
+    }
+    ranking = influence(results)
+    grid = fine_grid(ranking, top_m=2, top_k=2)
+    assert json.loads(json.dumps(grid)) == grid
+    assert all(type(value) in (int, float) for values in grid.values() for value in values)
+    assert json.dumps(row(ranking, "batch_size")["best_value"]) == "32"
