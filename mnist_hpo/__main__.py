@@ -10,6 +10,7 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
+from mnist_hpo.composition import check_command_line
 from mnist_hpo.config import SWEEP_RUN_ENV, ConfigError, moved_key, register_configs, typed
 from mnist_hpo.redaction import redact
 from mnist_hpo.runtime import configure_backend
@@ -68,11 +69,15 @@ def main(cfg: DictConfig) -> float:
 
 
 def cli() -> None:
-    """The entry point: keys that moved groups stop with one line naming the new key, then Hydra runs."""
+    """The entry point: a key that moved groups, or a command line that does not compose, stops with one line."""
     for override in sys.argv[1:]:
         message = moved_key(override)
         if message is not None:
             fail(ConfigError(message))
+    try:
+        check_command_line(sys.argv[1:], CONFIG_DIR)
+    except ConfigError as error:
+        fail(error)
     main()
 
 
