@@ -18,18 +18,27 @@ class ConfigError(ValueError):
 
 @dataclass
 class ModelConfig:
-    """The CNN and how it is trained; every field maps to one estimator parameter."""
+    """The network and how it is trained; every field set maps to one estimator parameter.
 
-    conv_filters: list[int] = field(default_factory=lambda: [16])
-    kernel_size: int = 3
-    padding: str = "same"
-    pool_size: int = 2
-    dense_units: int = 64
-    dropout_conv: float = 0.0
-    dropout_dense: float = 0.0
-    activation: str = "relu"
-    kernel_initializer: str = "glorot_uniform"
-    precision: str = "float32"
+    ``builder`` is the dotted path of a function returning an uncompiled ``keras.Model``. The
+    architecture fields (``conv_filters`` to ``precision``) are keyword arguments of the package's
+    CNN, checked against the package's choices; they reach any builder that takes them and are None
+    (the builder's own default) where unset. ``builder_args`` holds a builder's other keyword
+    arguments. All of them are ``model__<name>`` estimator parameters, so grids search them alike.
+    """
+
+    builder: str = "mnist_hpo.model.build_cnn"
+    builder_args: dict[str, Any] = field(default_factory=dict)
+    conv_filters: list[int] | None = None
+    kernel_size: int | None = None
+    padding: str | None = None
+    pool_size: int | None = None
+    dense_units: int | None = None
+    dropout_conv: float | None = None
+    dropout_dense: float | None = None
+    activation: str | None = None
+    kernel_initializer: str | None = None
+    precision: str | None = None
     optimizer: str = "adam"
     learning_rate: float = 1e-3
     momentum: float = 0.9
@@ -44,7 +53,7 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
-    """Where MNIST comes from and how much of it a run uses."""
+    """Where the images come from (MNIST or any data set in its formats) and how much of it a run uses."""
 
     source: str = "embedded"
     path: str | None = None
@@ -108,6 +117,7 @@ class TrackingConfig:
     experiment: str = "mnist-hpo"
     log_model: bool = True
     registered_model_name: str | None = None
+    ui_url: str | None = None  # the MLflow UI the printed links open; None: the tracking server's, else the local UI
 
 
 @dataclass

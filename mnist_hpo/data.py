@@ -1,10 +1,11 @@
-"""Loads MNIST (embedded subset, .npz, IDX files or the Keras cache) as prepared arrays."""
+"""Loads MNIST, or any data set in its formats (.npz, IDX files), as prepared arrays; embedded subset or Keras cache."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
 import logging
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -16,6 +17,7 @@ from mnist_hpo.config import ConfigError, DataConfig
 
 log = logging.getLogger(__name__)
 
+# MNIST's own file names; Fashion-MNIST and KMNIST use them too.
 IDX_FILES = {
     "x_train": "train-images-idx3-ubyte",
     "y_train": "train-labels-idx1-ubyte",
@@ -23,11 +25,22 @@ IDX_FILES = {
     "y_test": "t10k-labels-idx1-ubyte",
 }
 SPLITS = tuple(IDX_FILES)
+# Any IDX file name: a set's prefix (EMNIST ships six sets in one folder, ``emnist-balanced-...``),
+# the split (MNIST's test split is ``t10k``, EMNIST's ``test``), kind, ``.idx3-ubyte`` as some
+# mirrors spell it, and an optional ``.gz``.
+IDX_NAME = re.compile(
+    r"(?P<set>.*?)(?P<split>train|t10k|test)[-_.](?P<kind>images|labels)[-_.]idx[13][-_.]ubyte(?:\.gz)?"
+)
+IDX_KEYS = {"images": "x", "labels": "y"}
 
 
 @dataclass(frozen=True)
 class MnistData:
-    """Prepared MNIST: float32 images in [0, 1] shaped N x 28 x 28 x 1, int64 labels."""
+    """Prepared data: float32 images in [0, 1] shaped N x H x W x C (MNIST: 28 x 28 x 1), int64 labels.
+
+    The labels are the data set's own (EMNIST letters: 1-26); the estimator encodes them for Keras
+    and predicts them back, so classes need not be 0..K-1.
+    """
 
     x_train: np.ndarray
     y_train: np.ndarray
@@ -58,16 +71,43 @@ def read_idx(path: Path) -> np.ndarray:
     return body.reshape(dims)
 
 
-def find_idx_file(folder: Path, stem: str) -> Path:
-    """Return the raw or gzipped IDX file named ``stem`` in ``folder``."""
-    for name in (stem, f"{stem}.gz", stem.replace("-idx", ".idx"), f"{stem.replace('-idx', '.idx')}.gz"):
-        if (folder / name).is_file():
-            return folder / name
-    raise ConfigError(f"data.path: {folder} has no {stem}[.gz]; a folder needs the four MNIST IDX files")
+def idx_sets(folder: Path) -> dict[str, dict[str, Path]]:
+    """The IDX files in ``folder`` by set prefix ('' for MNIST's own names), then by array (x_train ...)."""
+    sets: dict[str, dict[str, Path]] = {}
+    for file in sorted(folder.iterdir()) if folder.is_dir() else ():
+        match = IDX_NAME.fullmatch(file.name)
+        if match and file.is_file():
+            split = "train" if match["split"] == "train" else "test"
+            # Sorted names put a raw file before its .gz: the raw one is read.
+            sets.setdefault(match["set"].rstrip("-_."), {}).setdefault(f"{IDX_KEYS[match['kind']]}_{split}", file)
+    return sets
+
+
+def find_idx_files(path: Path) -> dict[str, Path]:
+    """The four IDX files of one data set: in folder ``path``, or those of set ``path.name`` in its parent.
+
+    A folder holding several sets (EMNIST's) is ambiguous: name the set, ``data.path=FOLDER/emnist-balanced``.
+    """
+    folder, name = (path, None) if path.is_dir() else (path.parent, path.name)
+    sets = idx_sets(folder)
+    if name is None and len(sets) > 1:
+        named = sorted(set_name for set_name in sets if set_name)
+        listed = ", ".join([*named, *(["MNIST's own names"] if "" in sets else [])])
+        raise ConfigError(
+            f"data.path: {folder} holds {len(sets)} IDX sets ({listed}); name one, e.g. data.path={folder / named[0]}"
+        )
+    files = sets.get(name if name is not None else next(iter(sets), ""), {})
+    missing = [IDX_FILES[key] for key in SPLITS if key not in files]
+    if missing:
+        raise ConfigError(
+            f"data.path: {path} has no {missing[0]}[.gz]; a folder needs the four IDX files "
+            "(MNIST's names, or a set's such as emnist-balanced-test-images-idx3-ubyte.gz)"
+        )
+    return files
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read the four MNIST arrays from an ``.npz`` file."""
+    """Read the four arrays (x_train, y_train, x_test, y_test) from an ``.npz`` file."""
     try:
         with np.load(path) as archive:
             missing = [key for key in SPLITS if key not in archive.files]
@@ -81,12 +121,12 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 
 
 def read_path(path: Path) -> dict[str, np.ndarray]:
-    """Read MNIST from an ``.npz`` file or a folder of the four IDX files."""
-    if not path.exists():
-        raise ConfigError(f"data.path: {path} does not exist; give an MNIST .npz or a folder of IDX files")
-    if path.is_dir():
-        return {key: read_idx(find_idx_file(path, stem)) for key, stem in IDX_FILES.items()}
-    return read_npz(path)
+    """Read an ``.npz`` file, a folder of the four IDX files, or one IDX set of a folder (``FOLDER/SET``)."""
+    if path.is_file():
+        return read_npz(path)
+    if not path.is_dir() and path.name not in idx_sets(path.parent):
+        raise ConfigError(f"data.path: {path} does not exist; give an .npz, a folder of IDX files or FOLDER/SET")
+    return {key: read_idx(file) for key, file in find_idx_files(path).items()}
 
 
 def read_keras_cache() -> dict[str, np.ndarray]:
@@ -109,30 +149,48 @@ def read_embedded() -> dict[str, np.ndarray]:
         return read_npz(path)
 
 
-def check_mnist(arrays: dict[str, np.ndarray], where: str) -> None:
-    """Fail with a ``data.*`` error unless the arrays look like MNIST."""
+def check_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
+    """Fail with a ``data.*`` error unless the arrays are images and labels a classifier can learn.
+
+    Any image size and channel count work (the builder reads them from the data), so do any integer
+    labels, provided every test label is a class of the training split.
+    """
+    shapes = {}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
-        if x.ndim not in (3, 4) or x.shape[1:3] != (28, 28) or (x.ndim == 4 and x.shape[3] != 1):
-            raise ConfigError(f"{where}: x_{split} has shape {x.shape}, expected N x 28 x 28")
+        if x.ndim not in (3, 4) or 0 in x.shape[1:]:
+            raise ConfigError(f"{where}: x_{split} has shape {x.shape}, expected N x H x W or N x H x W x C")
+        shapes[split] = x.shape[1:] if x.ndim == 4 else (*x.shape[1:], 1)
         if y.shape != (len(x),):
             raise ConfigError(f"{where}: y_{split} has shape {y.shape}, expected ({len(x)},)")
-        if len(y) and (y.min() < 0 or y.max() > 9):
-            raise ConfigError(f"{where}: y_{split} has labels outside 0-9")
+        if y.dtype.kind not in "iu":
+            raise ConfigError(f"{where}: y_{split} holds {y.dtype} labels; labels must be integers (class indices)")
         if x.dtype.kind == "f" and not np.isfinite(x).all():
             raise ConfigError(f"{where}: x_{split} holds NaN or infinite pixels; images must be finite")
         if x.dtype.kind not in "uif" or (x.size and (x.min() < 0 or x.max() > 255)):
             raise ConfigError(f"{where}: x_{split} must hold pixels in [0, 1] or 0-255, got {x.dtype} in a wider range")
-    if len(np.unique(arrays["y_train"])) < 2:
-        raise ConfigError(f"{where}: y_train has one class only ({arrays['y_train'][0]}); a classifier needs two")
+    if shapes["train"] != shapes["test"]:
+        raise ConfigError(
+            f"{where}: x_train has shape {arrays['x_train'].shape} and x_test {arrays['x_test'].shape}; "
+            "both splits need one image shape"
+        )
+    classes = np.unique(arrays["y_train"])
+    if len(classes) < 2:
+        raise ConfigError(f"{where}: y_train has one class only ({classes[0]}); a classifier needs two")
+    unseen = np.setdiff1d(arrays["y_test"], classes)
+    if unseen.size:
+        raise ConfigError(
+            f"{where}: y_test has labels {unseen[:5].tolist()} that y_train lacks; a classifier predicts "
+            f"only the {len(classes)} classes it trained on"
+        )
 
 
 def prepare_images(images: np.ndarray, name: str) -> np.ndarray:
-    """Scale pixels to [0, 1] as float32 and add the channel axis, once per run.
+    """Scale pixels to [0, 1] as float32 and give N x H x W images their channel axis, once per run.
 
     Integers are 0-255; floats above 1 are taken for 0-255 too, scaled, and the log says so.
     """
-    images = images.reshape(len(images), 28, 28, 1)
+    images = images[..., np.newaxis] if images.ndim == 3 else images
     if images.dtype.kind == "f" and images.size and images.max() > 1:
         log.warning("%s: float pixels up to %.0f taken for 0-255 and scaled to [0, 1]", name, images.max())
     elif images.dtype.kind == "f":
@@ -143,24 +201,36 @@ def prepare_images(images: np.ndarray, name: str) -> np.ndarray:
 def stratified_subset(
     x: np.ndarray, y: np.ndarray, size: int | None, seed: int, key: str
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Keep ``size`` samples with the class balance of ``y`` (all of them when ``size`` is None)."""
+    """Keep ``size`` samples with the class balance of ``y`` (all of them when ``size`` is None).
+
+    A stratified split puts every class on both sides: each side holds at least one image per class.
+    """
     if size is None or size == len(y):
         return x, y
-    if not 10 <= size < len(y):
-        raise ConfigError(f"{key}: {size} must be between 10 and {len(y)} (the available images)")
+    classes, counts = np.unique(y, return_counts=True)
+    if not len(classes) <= size <= len(y) - len(classes):
+        raise ConfigError(
+            f"{key}: {size} must be between {len(classes)} and {len(y) - len(classes)} (one image per class "
+            f"kept and one left out, of the {len(y)} available)"
+        )
+    if counts.min() < 2:
+        raise ConfigError(
+            f"{key}: class {classes[counts.argmin()]} has one image only, so no subset keeps the class "
+            f"balance; use all {len(y)} images ({key}=null)"
+        )
     x_kept, _, y_kept, _ = train_test_split(x, y, train_size=size, stratify=y, random_state=seed)
     return x_kept, y_kept
 
 
 def load_data(config: DataConfig, seed: int) -> MnistData:
-    """Load, check, subset and prepare MNIST as the ``data`` config group describes."""
+    """Load, check, subset and prepare the data the ``data`` config group describes."""
     if config.path:
         where, arrays = "data.path", read_path(Path(config.path).expanduser())
     elif config.source == "keras":
         where, arrays = "data.source", read_keras_cache()
     else:
         where, arrays = "data.source", read_embedded()
-    check_mnist(arrays, where)
+    check_arrays(arrays, where)
     x_train, y_train = stratified_subset(
         arrays["x_train"], arrays["y_train"], config.train_size, seed, "data.train_size"
     )

@@ -22,9 +22,9 @@ from mnist_hpo.choices import ONE_HOT_LOSSES
 from mnist_hpo.config import ExecutionConfig, ModelConfig
 from mnist_hpo.fit_keys import describe, digest_arrays, fit_key, key_from_digest, numerics_versions
 from mnist_hpo.fit_store import FitStore
-from mnist_hpo.model import IMAGE_SHAPE, build_cnn
+from mnist_hpo.model import MNIST_META
 from mnist_hpo.model_cache import MODELS
-from mnist_hpo.params import estimator_params
+from mnist_hpo.params import builder_identity, estimator_params, load_builder
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ class EpochTasks(keras.callbacks.Callback):
 
 
 class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
-    """``KerasClassifier`` for the MNIST CNN, fixed for scikit-learn >= 1.6 and made observable.
+    """``KerasClassifier`` for the configured network, fixed for scikit-learn >= 1.6 and made observable.
 
     * ``__sklearn_tags__`` declares a classifier: scikeras 0.13 keeps the pre-1.6 tags, so
       ``is_classifier`` is False and an integer ``cv`` silently becomes unstratified KFold.
@@ -127,8 +127,12 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         return type(self)(**kept)._get_compile_kwargs()
 
     def result_params(self) -> dict[str, Any]:
-        """The parameters that decide what a fit learns: all but :data:`EXECUTION_PARAMS`."""
-        return {name: value for name, value in self.get_params().items() if name not in EXECUTION_PARAMS}
+        """The parameters that decide what a fit learns: all but :data:`EXECUTION_PARAMS`.
+
+        A builder from outside the package counts with its source (``params.builder_identity``).
+        """
+        params = {name: value for name, value in self.get_params().items() if name not in EXECUTION_PARAMS}
+        return params | {"model": builder_identity(params["model"])}
 
     def _model_signature(self) -> str:
         """Everything that decides the built, compiled model (not the fit-time parameters)."""
@@ -238,12 +242,16 @@ def build_estimator(
 ) -> MnistCNNClassifier:
     """Build the unfitted, seeded estimator for the ``model`` group, run as ``execution`` says.
 
+    The estimator's ``model`` is the function ``model.builder`` names; scikeras routes each
+    ``model__<name>`` to it and passes ``meta`` (the training data's shape and classes) to a builder
+    that takes it, so one builder serves any image size and class count.
+
     ``fit_store`` is the folder of finished fits (None: train every fit, keep none), kept within
     ``execution.fit_store_budget_mb``; ``execution.model_cache_mb`` bounds the compiled models a
     process keeps (0: build every fit).
     """
     return MnistCNNClassifier(
-        model=build_cnn,
+        model=load_builder(model.builder),
         metrics=["accuracy"],
         random_state=seed,
         verbose=0,
@@ -254,10 +262,16 @@ def build_estimator(
     )
 
 
-def parameter_counts(estimator: MnistCNNClassifier, candidates: Sequence[dict[str, Any]], y: np.ndarray) -> np.ndarray:
-    """Trainable weights of each candidate's model, built (never trained) on one blank image per class."""
+def parameter_counts(
+    estimator: MnistCNNClassifier, candidates: Sequence[dict[str, Any]], y: np.ndarray, X: np.ndarray | None = None
+) -> np.ndarray:
+    """Trainable weights of each candidate's model, built (never trained) on one blank image per class.
+
+    ``X`` gives the image shape (a model's weights depend on it); None counts for MNIST's 28 x 28 x 1.
+    """
     classes = np.unique(y)
-    probe = np.zeros((len(classes), *IMAGE_SHAPE), dtype=np.float32)
+    shape = X.shape[1:] if X is not None else MNIST_META["X_shape_"][1:]
+    probe = np.zeros((len(classes), *shape), dtype=np.float32)
     counts = []
     for params in candidates:
         twin = clone(estimator).set_params(fit_store=None, **params).initialize(probe, classes)

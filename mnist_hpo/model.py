@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import keras
 
 from mnist_hpo.choices import ACTIVATIONS, INITIALIZERS
 
-N_CLASSES = 10
-IMAGE_SHAPE = (28, 28, 1)
+# What a direct call without ``meta`` builds for; a search always passes the data's own.
+MNIST_META = {"X_shape_": (None, 28, 28, 1), "n_classes_": 10}
 
 # Layers rather than strings: PReLU has trainable weights and LeakyReLU a slope argument.
 ACTIVATION_LAYERS: dict[str, Callable[..., keras.layers.Layer]] = {
@@ -49,8 +50,11 @@ def build_cnn(
     activation: str = "relu",
     kernel_initializer: str = "glorot_uniform",
     precision: str = "float32",
+    meta: Mapping[str, Any] | None = None,
 ) -> keras.Model:
-    """Build an uncompiled CNN: conv blocks, optional dense layer, softmax over 10 digits.
+    """Build an uncompiled CNN: conv blocks, optional dense layer, softmax over the data's classes.
+
+    The package's default builder (``model.builder``); any other builder follows the same contract.
 
     Args:
         conv_filters: Filters of each conv block; one Conv2D (+ pooling) per entry.
@@ -64,12 +68,16 @@ def build_cnn(
         kernel_initializer: Weight initializer, one of ``choices.INITIALIZERS``.
         precision: Keras dtype policy of the hidden layers: ``float32``, or ``mixed_float16`` /
             ``mixed_bfloat16`` (float16/bfloat16 compute, float32 weights); the softmax stays float32.
+        meta: scikeras' description of the training data, filled in by the estimator: the image
+            shape from ``X_shape_`` (N x H x W x C), the output width from ``n_classes_``. None
+            builds for MNIST (28 x 28 x 1, 10 classes).
 
     Returns:
-        The Keras model, mapping ``N x 28 x 28 x 1`` images to class probabilities.
+        The Keras model, mapping ``N x H x W x C`` images to class probabilities.
     """
+    meta = MNIST_META if meta is None else meta
     initializer = INITIALIZER_NAMES[kernel_initializer]
-    inputs = keras.Input(shape=IMAGE_SHAPE)
+    inputs = keras.Input(shape=tuple(meta["X_shape_"][1:]))
     x = inputs
     for filters in conv_filters:
         x = keras.layers.Conv2D(filters, kernel_size, padding=padding, kernel_initializer=initializer, dtype=precision)(
@@ -86,5 +94,7 @@ def build_cnn(
         x = activation_layer(activation, precision)(x)
     if dropout_dense:
         x = keras.layers.Dropout(dropout_dense, dtype=precision)(x)
-    outputs = keras.layers.Dense(N_CLASSES, activation="softmax", kernel_initializer=initializer, dtype="float32")(x)
+    outputs = keras.layers.Dense(
+        meta["n_classes_"], activation="softmax", kernel_initializer=initializer, dtype="float32"
+    )(x)
     return keras.Model(inputs, outputs, name="mnist_cnn")

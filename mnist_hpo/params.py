@@ -1,11 +1,16 @@
-"""Maps the ``model`` config group to estimator parameters: the project's one vocabulary."""
+"""Maps the ``model`` config group to estimator parameters, and names what its builder takes: the one vocabulary."""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import hashlib
+import inspect
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from mnist_hpo.config import ModelConfig
+from hydra.utils import instantiate
+
+from mnist_hpo.config import ConfigError, ModelConfig
 
 # ``model.<field>`` in config is estimator parameter ``<routed name>`` in grids, in the
 # estimator and in MLflow, so a value keeps one name end to end.
@@ -32,11 +37,100 @@ ROUTED_NAMES: dict[str, str] = {
     "jit_compile": "compile__jit_compile",
 }
 CONFIG_KEYS: dict[str, str] = {routed: f"model.{field}" for field, routed in ROUTED_NAMES.items()}
+BUILDER_PREFIX = "model__"
+# The package CNN's keyword arguments are the typed architecture fields. Named here, Keras-free, so
+# the default builder's keys are checked before Keras loads (tests/test_builders.py holds them to
+# build_cnn's signature).
+CNN_ARGUMENTS = tuple(field for field, routed in ROUTED_NAMES.items() if routed.startswith(BUILDER_PREFIX))
+DEFAULT_BUILDER: str = ModelConfig.builder  # the dataclass field's default: one definition
+# scikeras fills these itself (``meta``: the data's shape and classes), so no config sets them.
+SCIKERAS_ARGUMENTS = frozenset({"meta", "compile_kwargs", "params"})
 
 
 def estimator_params(model: ModelConfig) -> dict[str, Any]:
-    """The estimator parameters, under scikeras routed names, that ``model`` describes."""
+    """The estimator parameters, under scikeras routed names, that ``model`` sets.
+
+    Unset (None) architecture fields are left to the builder's defaults; ``builder_args`` become
+    ``model__<name>``. The builder itself is the estimator's ``model`` (see ``load_builder``).
+    """
     values = asdict(model) if isinstance(model, ModelConfig) else dict(model)
-    params = {ROUTED_NAMES[field]: value for field, value in values.items()}
-    params["model__conv_filters"] = list(params["model__conv_filters"])
-    return params
+    values.pop("builder", None)
+    builder_args = values.pop("builder_args", None) or {}
+    params = {ROUTED_NAMES[field]: value for field, value in values.items() if value is not None}
+    if "model__conv_filters" in params:
+        params["model__conv_filters"] = list(params["model__conv_filters"])
+    # A typed key wins over a builder_args entry of its name (preflight rejects that entry).
+    return {f"{BUILDER_PREFIX}{name}": value for name, value in builder_args.items()} | params
+
+
+def config_key(routed: str) -> str:
+    """The config key that sets estimator parameter ``routed``: ``model.<field>`` or ``model.builder_args.<name>``."""
+    return CONFIG_KEYS.get(routed) or f"model.builder_args.{routed.removeprefix(BUILDER_PREFIX)}"
+
+
+@dataclass(frozen=True)
+class BuilderSignature:
+    """What a builder takes: the keyword arguments a config or a grid may give it as ``model__<name>``."""
+
+    path: str
+    arguments: tuple[str, ...]
+    required: tuple[str, ...] = ()
+    takes_any: bool = False  # a ``**kwargs`` builder: any name is accepted, building tells
+
+
+def load_builder(path: str) -> Callable[..., Any]:
+    """The function ``path`` names, looked up by Hydra's ``instantiate`` (so Hydra's target policy applies).
+
+    A builder returns an uncompiled ``keras.Model``; scikeras passes it ``meta`` (the training
+    data's ``X_shape_``, ``n_classes_``) when it takes that argument.
+    """
+    try:
+        return instantiate({"_target_": path, "_partial_": True}).func
+    except Exception as error:
+        cause = error
+        while cause.__cause__ is not None:
+            cause = cause.__cause__
+        reason = " ".join(str(cause).split()) or type(cause).__name__
+        raise ConfigError(
+            f"model.builder: cannot load {path!r} ({reason}); give the dotted path of a function returning an "
+            "uncompiled keras.Model, importable here (put its folder on PYTHONPATH)"
+        ) from error
+
+
+def builder_signature(path: str) -> BuilderSignature:
+    """The keyword arguments of the builder ``path`` names (the package's CNN: without importing Keras)."""
+    if path == DEFAULT_BUILDER:
+        return BuilderSignature(path, CNN_ARGUMENTS)
+    try:
+        parameters = list(inspect.signature(load_builder(path)).parameters.values())
+    except (TypeError, ValueError):  # a callable without an inspectable signature: building tells
+        return BuilderSignature(path, (), takes_any=True)
+    named = [
+        parameter
+        for parameter in parameters
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+        and parameter.name not in SCIKERAS_ARGUMENTS
+    ]
+    return BuilderSignature(
+        path,
+        tuple(parameter.name for parameter in named),
+        tuple(parameter.name for parameter in named if parameter.default is parameter.empty),
+        any(parameter.kind is parameter.VAR_KEYWORD for parameter in parameters),
+    )
+
+
+def builder_identity(builder: Any) -> Any:
+    """What stands for ``builder`` in a fit's key: itself, or for one outside this package, its name and source.
+
+    The package's builders change with its version; a user's builder is edited between runs, and a
+    fit of the edited one must train again, never be restored from the old one's weights. The whole
+    module's source counts, since a builder calls its neighbours.
+    """
+    module = inspect.getmodule(builder)
+    if module is None or module.__name__.split(".")[0] == "mnist_hpo":
+        return builder
+    try:
+        source = inspect.getsource(module)
+    except (OSError, TypeError):  # no source to read (a compiled module): its name must do
+        return builder
+    return f"{module.__name__}.{builder.__qualname__}@{hashlib.sha256(source.encode()).hexdigest()[:16]}"

@@ -17,7 +17,7 @@ from mnist_hpo.config import (
     SearchConfig,
     StudyConfig,
 )
-from mnist_hpo.params import CONFIG_KEYS, estimator_params
+from mnist_hpo.params import BUILDER_PREFIX, CONFIG_KEYS, estimator_params
 from mnist_hpo.selection import REFIT_RULES
 from mnist_hpo.space import build_space, values_of
 
@@ -87,20 +87,22 @@ RULES: dict[str, Check] = {
 
 
 def validate_model(model: ModelConfig) -> None:
-    """Check every ``model.*`` value."""
+    """Check every typed ``model.*`` value; a builder's own arguments (``model.builder_args``) are preflight's."""
     for routed, value in estimator_params(model).items():
-        RULES[routed](CONFIG_KEYS[routed], value)
+        if routed in CONFIG_KEYS:
+            RULES[routed](CONFIG_KEYS[routed], value)
 
 
 def validate_grid(grid: dict[str, Any], allow_distributions: bool, where: str = "grid") -> None:
     """Check the grid is non-empty, names estimator parameters and lists valid values."""
     if not grid:
         raise ConfigError(f"{where}: the search space is empty; give at least one parameter with values")
-    unknown = [key for key in grid if key not in RULES]
+    # Other model__* keys are the builder's keyword arguments: preflight checks them against its signature.
+    unknown = [key for key in grid if key not in RULES and not key.startswith(BUILDER_PREFIX)]
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: not an estimator parameter; valid: {', '.join(RULES)}")
     for key, values in values_of(build_space(grid, allow_distributions=allow_distributions)).items():
-        for value in values:
+        for value in values if key in RULES else ():
             RULES[key](f"{where}.{key}", value)
 
 

@@ -89,3 +89,70 @@ def test_float_pixels_in_0_255_are_scaled_and_the_log_says_so(tmp_path, caplog):
     assert data.x_train.min() >= 0.0 and data.x_train.max() <= 1.0
     np.testing.assert_allclose(data.x_train[..., 0], arrays["x_train"][: len(data.x_train)] / 255, rtol=1e-6)
     assert "x_train: float pixels up to 255 taken for 0-255 and scaled to [0, 1]" in caplog.text
+
+
+def write_arrays(path: Path, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> Path:
+    """An .npz of the four arrays, as data.path takes it."""
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    return path
+
+
+def test_an_emnist_folder_needs_its_set_named_then_loads_that_sets_own_labels(tmp_path):
+    # Given a folder holding two EMNIST-named IDX sets, letters labelled from 1 as EMNIST's are
+    rng = np.random.default_rng(0)
+    for name, labels in (("emnist-balanced", np.arange(0, 4)), ("emnist-letters", np.arange(1, 5))):
+        for split, per_class in (("train", 3), ("test", 1)):
+            y = np.repeat(labels, per_class).astype(np.uint8)
+            write_idx(tmp_path / f"{name}-{split}-labels-idx1-ubyte", y, compress=True)
+            x = rng.integers(0, 255, (len(y), 28, 28), dtype=np.uint8)
+            write_idx(tmp_path / f"{name}-{split}-images-idx3-ubyte", x, compress=True)
+    # Then the folder alone is ambiguous, and FOLDER/SET reads that set
+    with pytest.raises(ConfigError, match=r"data\.path: .* holds 2 IDX sets \(emnist-balanced, emnist-letters\)"):
+        load_data(DataConfig(source="path", path=str(tmp_path)), seed=0)
+    data = load_data(DataConfig(source="path", path=str(tmp_path / "emnist-letters")), seed=0)
+    assert data.x_train.shape == (12, 28, 28, 1) and sorted(set(data.y_train.tolist())) == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize("shape", [(32, 32), (16, 20, 3)], ids=["32x32", "16x20 rgb"])
+def test_any_image_size_and_channel_count_loads_with_a_channel_axis(tmp_path, shape):
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(12), 2)
+    images = rng.integers(0, 255, (24, *shape), dtype=np.uint8)
+    data = load_data(DataConfig(source="path", path=str(write_arrays(tmp_path / "d.npz", images, y, images, y))), 0)
+    assert data.x_train.shape == (24, *shape[:2], shape[2] if len(shape) == 3 else 1)
+
+
+BAD_ARRAYS = {
+    "test label unseen in training": (
+        {"y_test": np.array([0, 1, 11, 3])},
+        "data.path: y_test has labels [11] that y_train lacks; a classifier predicts only the 4 classes",
+    ),
+    "splits of two image shapes": (
+        {"x_test": np.zeros((4, 30, 30), np.uint8)},
+        "data.path: x_train has shape (8, 28, 28) and x_test (4, 30, 30); both splits need one image shape",
+    ),
+    "float labels": ({"y_train": np.repeat(np.arange(4.0), 2)}, "data.path: y_train holds float64 labels"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_ARRAYS))
+def test_data_a_classifier_cannot_learn_stops_naming_the_array(tmp_path, case):
+    changes, message = BAD_ARRAYS[case]
+    arrays = {
+        "x_train": np.zeros((8, 28, 28), np.uint8),
+        "y_train": np.repeat(np.arange(4), 2),
+        "x_test": np.zeros((4, 28, 28), np.uint8),
+        "y_test": np.arange(4),
+    } | changes
+    with pytest.raises(ConfigError) as raised:
+        load_data(DataConfig(source="path", path=str(write_arrays(tmp_path / "d.npz", **arrays))), seed=0)
+    assert str(raised.value).startswith(message)
+
+
+def test_a_subset_keeps_one_image_of_each_of_the_data_sets_classes(tmp_path):
+    y = np.repeat(np.arange(12), 4)
+    images = np.zeros((48, 28, 28), np.uint8)
+    path = str(write_arrays(tmp_path / "d.npz", images, y, images, y))
+    with pytest.raises(ConfigError, match=r"data\.train_size: 11 must be between 12 and 36"):
+        load_data(DataConfig(source="path", path=path, train_size=11), seed=0)
+    assert np.bincount(load_data(DataConfig(source="path", path=path, train_size=12), seed=0).y_train).min() == 1

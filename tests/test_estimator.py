@@ -10,7 +10,7 @@ from sklearn.model_selection import StratifiedKFold, check_cv
 from mnist_hpo.choices import ACTIVATIONS, INITIALIZERS
 from mnist_hpo.config import DataConfig, ExecutionConfig, ModelConfig
 from mnist_hpo.data import load_data
-from mnist_hpo.estimator import MnistCNNClassifier, TrainingDivergedError, build_estimator
+from mnist_hpo.estimator import MnistCNNClassifier, TrainingDivergedError, build_estimator, parameter_counts
 from mnist_hpo.model import build_cnn
 
 UNCACHED = ExecutionConfig(model_cache_mb=0)
@@ -74,6 +74,15 @@ def test_leohoji_architecture():
     kinds = [type(layer).__name__ for layer in model.layers]
     assert kinds == ["InputLayer", "Conv2D", "ReLU", "MaxPooling2D", "Flatten", "Dense"]
     assert model.layers[1].filters == 1 and model.layers[1].kernel_size == (5, 5)
+
+
+def test_parameter_counts_build_each_candidate_on_the_datas_image_shape():
+    estimator = build_estimator(ModelConfig(conv_filters=[2], dense_units=0), UNCACHED, seed=0)
+    twelve = np.arange(12)
+    on_mnist = parameter_counts(estimator, [{}], twelve)
+    on_32 = parameter_counts(estimator, [{}], twelve, X=np.zeros((1, 32, 32, 1), np.float32))
+    # 2 maps of 14 x 14 (MNIST) or 16 x 16 after pooling, each pixel weighted once per class
+    assert on_32[0] - on_mnist[0] == (2 * 16 * 16 - 2 * 14 * 14) * 12
 
 
 def test_sgd_gets_momentum_and_adam_does_not(digits):
