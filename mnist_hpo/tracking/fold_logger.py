@@ -19,6 +19,7 @@ from sklearn.callback import CallbackContext
 
 from mnist_hpo.redaction import redact
 from mnist_hpo.search import candidate_params
+from mnist_hpo.tracking.datasets import DataOrigin, fold_input, log_inputs, training_input
 from mnist_hpo.tracking.runs import (
     CANDIDATE,
     ERROR,
@@ -68,7 +69,8 @@ class FoldLogger:
     attach to their candidate by the candidate's parameter values, never by arrival order.
     A fit restored from the fit store gets its fold run like any other, with the curves, fit
     time and the run that trained it; when a search run is resumed, its candidate runs are
-    reused, and a restored fit whose fold run had FINISHED gets no second fold run.
+    reused, and a restored fit whose fold run had FINISHED gets no second fold run. Each fold run
+    records the rows it fit on as its training dataset, and the refit run the whole training set.
 
     Args:
         store: The tracking store; workers open their own client from its URI.
@@ -76,16 +78,26 @@ class FoldLogger:
         search_run_id: The parent search run.
         n_splits: Folds per repeat (``search.cv``), to turn a task id into a repeat and fold.
         n_repeats: Repeats of the folds (``search.cv_repeats``).
+        origin: Where the search's data came from, for the runs' datasets (None: no datasets).
     """
 
     max_propagation_depth = None
 
-    def __init__(self, store: Store, experiment_id: str, search_run_id: str, n_splits: int, n_repeats: int = 1) -> None:
+    def __init__(
+        self,
+        store: Store,
+        experiment_id: str,
+        search_run_id: str,
+        n_splits: int,
+        n_repeats: int = 1,
+        origin: DataOrigin | None = None,
+    ) -> None:
         self.store = store
         self.experiment_id = experiment_id
         self.search_run_id = search_run_id
         self.n_splits = n_splits
         self.n_repeats = n_repeats
+        self.origin = origin
         self.axes: list[str] = []
         self.candidate_runs: dict[str, str] = {}
         self.finished_folds: set[tuple[str, str, str]] = set()
@@ -98,19 +110,22 @@ class FoldLogger:
     def teardown(self, estimator: Any, context: CallbackContext) -> None:
         """Nothing to close."""
 
-    def on_fit_task_begin(self, estimator: Any, context: CallbackContext, *, X=None) -> None:
+    def on_fit_task_begin(self, estimator: Any, context: CallbackContext, *, X=None, y=None) -> None:
         """Create candidate runs when the search starts, a fold run when a fold fit starts."""
         if context.task_name == "search" and context.parent is not None and context.parent.parent is None:
             self.create_candidate_runs(estimator)
         elif context.source_task_name == EVALUATION_TASK:
-            self.fold_runs[task_path(context)] = self.create_fold_run(estimator, context, X)
+            self.fold_runs[task_path(context)] = self.create_fold_run(estimator, context, X, y)
         elif context.source_task_name == REFIT_TASK:
             reused = getattr(estimator, "fit_reused_", False)
             if reused and self.refit_finished:  # a resumed search whose refit had finished: no second run
                 self.fold_runs[task_path(context)] = None
                 return
             tags = {LEVEL: "refit"} | ({REUSED: "true"} if reused else {})
-            self.fold_runs[task_path(context)] = self.create_run("refit", self.search_run_id, tags)
+            run_id = self.create_run("refit", self.search_run_id, tags)
+            if self.origin is not None and X is not None:
+                log_inputs(self.store.client(), run_id, [training_input(self.origin, X, y)])
+            self.fold_runs[task_path(context)] = run_id
 
     def on_fit_task_end(self, estimator: Any, context: CallbackContext, *, fitted_estimator=None) -> None:
         """Log an epoch's metrics, or close a fold run with its outcome."""
@@ -163,8 +178,8 @@ class FoldLogger:
             client.log_batch(run_id, params=params_batch(params))
             self.candidate_runs[key] = run_id
 
-    def create_fold_run(self, estimator: Any, context: CallbackContext, X: Any) -> str | None:
-        """Create the run of one (candidate, fold) fit under its candidate run.
+    def create_fold_run(self, estimator: Any, context: CallbackContext, X: Any, y: Any) -> str | None:
+        """Create the run of one (candidate, fold) fit under its candidate run, with the rows it fits on.
 
         None for a fit restored from the fit store whose fold run already FINISHED (a resumed search).
         """
@@ -195,6 +210,8 @@ class FoldLogger:
                 }
             ),
         )
+        if self.origin is not None and X is not None:
+            log_inputs(self.store.client(), run_id, [fold_input(self.origin, name, X, y)])
         return run_id
 
     def log_epoch(self, run_id: str, history: dict[str, list[float]]) -> None:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import math
+import re
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -17,10 +22,12 @@ from mlflow.models import infer_signature
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from mnist_hpo.config import ConfigError
+from mnist_hpo.data import MnistData
 from mnist_hpo.evaluation import SearchResult
 from mnist_hpo.provenance import Provenance
 from mnist_hpo.redaction import redact
 from mnist_hpo.selection import COMPARISON_COLUMNS
+from mnist_hpo.tracking.datasets import DataOrigin, log_inputs, search_inputs
 from mnist_hpo.tracking.fold_logger import FoldLogger, candidate_key, params_batch
 from mnist_hpo.tracking.runs import (
     BEST,
@@ -33,6 +40,7 @@ from mnist_hpo.tracking.runs import (
     ITERATION,
     ITERATION_REACHED,
     LEVEL,
+    LOST,
     MAX_TEXT,
     MODEL_URI,
     PID,
@@ -48,6 +56,7 @@ from mnist_hpo.tracking.runs import (
     TIED_WITH_BEST,
     TRAINED_FITS,
     close_dead_runs,
+    close_lost_fits,
     close_on_exit,
     close_run,
     exit_status,
@@ -58,6 +67,12 @@ from mnist_hpo.tracking.runs import (
 from mnist_hpo.tracking.store import Store, experiment_id
 
 MAX_PARAMS_PER_BATCH = 100
+# The logged model's pyfunc code (models-from-code: MLflow runs the file, so the wrapper is never
+# pickled). Referred to by path, not imported: the file names its model to MLflow as it runs.
+MODEL_CODE = Path(__file__).with_name("model_flavour.py")
+# MLflow logs this on every scikit-learn model saved with (cloud)pickle. This project saves with
+# cloudpickle knowingly (skops cannot save a scikeras estimator), so on each search it is noise.
+PICKLE_NOTICE = re.compile(r"Saving scikit-learn models in the pickle or cloudpickle format")
 
 
 @dataclass(frozen=True)
@@ -75,6 +90,25 @@ class SearchRunSpec:
     pip_requirements: list[str] = field(default_factory=list)
     resume_key: str = ""
     resume: bool = True
+
+
+@contextmanager
+def pickle_notice_hidden() -> Iterator[None]:
+    """Drop MLflow's pickle-format notice, that record only, while the block runs.
+
+    It is a log record of the ``mlflow.sklearn`` logger, not a Python warning; every other record
+    of that logger, and every warning, still shows.
+    """
+    logger = logging.getLogger("mlflow.sklearn")
+
+    def keep(record: logging.LogRecord) -> bool:
+        return not PICKLE_NOTICE.match(record.getMessage())
+
+    logger.addFilter(keep)
+    try:
+        yield
+    finally:
+        logger.removeFilter(keep)
 
 
 def metrics_batch(values: dict[str, float], step: int = 0) -> list[Metric]:
@@ -99,6 +133,8 @@ class SearchRun:
         self.resumed_from: str | None = None
         self.attempt_started_ms = 0
         self.fit_counts = (0, 0)
+        provenance = spec.provenance
+        self.origin = DataOrigin.of(provenance.data_source, provenance.data_fingerprint)
 
     def __enter__(self) -> SearchRun:
         self.attempt_started_ms = int(time.time() * 1000)
@@ -176,7 +212,12 @@ class SearchRun:
 
     def callbacks(self, n_splits: int, n_repeats: int = 1) -> list[FoldLogger]:
         """The sklearn callbacks that fill this search run's candidate and fold runs."""
-        return [FoldLogger(self.store, self.experiment_id, self.run_id, n_splits, n_repeats)]
+        return [FoldLogger(self.store, self.experiment_id, self.run_id, n_splits, n_repeats, self.origin)]
+
+    def log_datasets(self, data: MnistData) -> None:
+        """Record the search's training and test data as its run's datasets (MLflow ignores a resume's repeat)."""
+        inputs = search_inputs(self.origin, data.x_train, data.y_train, data.x_test, data.y_test)
+        log_inputs(self.client, self.run_id, inputs)
 
     def record_fit_counts(self) -> None:
         """Tag how many of this attempt's fits were restored from the fit store and how many trained.
@@ -186,6 +227,8 @@ class SearchRun:
         """
         reused = trained = 0
         for run in [*self.descendants("fold"), *self.descendants("refit")]:
+            if LOST in run.data.tags:  # an attempt whose worker died: the fit's own run counts it
+                continue
             if run.info.start_time >= self.attempt_started_ms:
                 reused += REUSED_FIT_KEY in run.data.tags
                 trained += REUSED_FIT_KEY not in run.data.tags
@@ -202,6 +245,7 @@ class SearchRun:
 
         The model goes last: logging it ends the search run's fluent ``start_run`` block.
         """
+        close_lost_fits(self.client, self.experiment_id, self.run_id)
         self.record_candidates(result)
         self.record_fit_counts()
         self.record_result(result, {BEST_PARAMS: str(result.best_params), REFIT_RULE: result.refit_rule or "none"})
@@ -228,7 +272,7 @@ class SearchRun:
                 run.data.tags.get(ITERATION, "0"),
             ): run
             for run in self.descendants("fold")
-            if run.info.status != "KILLED"
+            if run.info.status != "KILLED" and LOST not in run.data.tags
         }
         frame = result.candidates
         best_key = candidate_key(result.best_params, result.axes)
@@ -290,23 +334,38 @@ class SearchRun:
         self.client.log_artifact(self.run_id, str(path))
 
     def log_model(self, estimator: Any, images: np.ndarray) -> str:
-        """Log the best estimator as an MLflow model (pyfunc predicts digits); return its URI."""
+        """Log the best estimator as an MLflow model; return its URI.
+
+        Its pyfunc ``predict`` gives digits, or class probabilities with the inference parameter
+        ``output="probabilities"`` (model_flavour.py); the fitted estimator is an ``mlflow.sklearn``
+        model inside it, the ``estimator`` artifact.
+        """
         example = images[:5]
-        signature = infer_signature(example, estimator.predict(example))
+        # The params schema is what lets MLflow pass ``output`` through, in Python and when served.
+        signature = infer_signature(example, estimator.predict(example), params={"output": "digits"})
+        requirements = self.spec.pip_requirements or None
         mlflow.set_tracking_uri(self.store.uri)
-        # The fluent API is the only way to log a model; call this last, since leaving
-        # ``start_run`` marks the search run FINISHED.
-        with mlflow.start_run(run_id=self.run_id):
-            info = mlflow.sklearn.log_model(
+        with tempfile.TemporaryDirectory() as folder, pickle_notice_hidden():
+            estimator_path = str(Path(folder) / "estimator")
+            mlflow.sklearn.save_model(
                 estimator,
-                name="model",
+                estimator_path,
                 serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-                signature=signature,
-                input_example=example,
-                pip_requirements=self.spec.pip_requirements or None,
-                registered_model_name=self.spec.registered_model_name,
+                pip_requirements=requirements,
             )
-            self.client.set_tag(self.run_id, MODEL_URI, info.model_uri)
+            # The fluent API is the only way to log a model; call this last, since leaving
+            # ``start_run`` marks the search run FINISHED.
+            with mlflow.start_run(run_id=self.run_id):
+                info = mlflow.pyfunc.log_model(
+                    name="model",
+                    python_model=str(MODEL_CODE),
+                    artifacts={"estimator": estimator_path},
+                    signature=signature,
+                    input_example=example,
+                    pip_requirements=requirements,
+                    registered_model_name=self.spec.registered_model_name,
+                )
+                self.client.set_tag(self.run_id, MODEL_URI, info.model_uri)
         return info.model_uri
 
 
@@ -325,6 +384,9 @@ class UntrackedSearch:
 
     def callbacks(self, n_splits: int, n_repeats: int = 1) -> list[FoldLogger]:
         return []
+
+    def log_datasets(self, data: MnistData) -> None:
+        return None
 
     def record(
         self, result: SearchResult, csv_path: Path, figures: dict[str, Figure], model: Any | None, images: np.ndarray
