@@ -5,12 +5,18 @@ from __future__ import annotations
 import math
 import os
 import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from rich.console import Console, Group
 from rich.table import Table
+from rich.text import Text
 
 from mnist_hpo.evaluation import SearchResult
+
+if TYPE_CHECKING:
+    from mnist_hpo.tracking.links import RunLinks
 
 # Redirected output (a log file, CI, a Hydra joblib job) has no terminal width; rich would
 # assume 80 columns and cut the scores in wide tables down to "0.90…".
@@ -112,3 +118,21 @@ def best_table(result: SearchResult) -> Table:
 def result_view(result: SearchResult) -> Group:
     """The full terminal report of one search."""
     return Group(candidate_table(result), best_table(result))
+
+
+def places_view(output_dir: Path, csv_path: Path, links: RunLinks | None) -> Text:
+    """Where a finished search left everything, one ``name  place`` line each.
+
+    Print it with ``soft_wrap=True``: a path or link that rich wraps in two cannot be copied or clicked.
+    """
+    places = {"output folder": str(output_dir), "cv_results.csv": str(csv_path)}
+    if links is not None:
+        places |= {"MLflow search run": links.run, "MLflow experiment": links.experiment}
+        places["best model"] = links.model_uri or "not logged (tracking.log_model=false or no refit)"
+        if links.ui_command:
+            places["MLflow UI"] = f"{links.ui_command}  (serves the links above)"
+    width = max(map(len, places))
+    view = Text()
+    view.append("Where everything is\n", style="bold")
+    view.append("\n".join(f"  {name:<{width}}  {place}" for name, place in places.items()))
+    return view

@@ -20,11 +20,12 @@ from mnist_hpo.evaluation import SearchResult, summarize
 from mnist_hpo.identity import resume_key
 from mnist_hpo.params import estimator_params
 from mnist_hpo.provenance import Provenance, git_commit
-from mnist_hpo.report import result_view
+from mnist_hpo.report import places_view, result_view
 from mnist_hpo.search import build_cv, build_search
 from mnist_hpo.selection import COMPARISON_COLUMNS, FoldSizes, RefitRule, rule_name
 from mnist_hpo.session import JobContext, Session
 from mnist_hpo.space import build_space
+from mnist_hpo.tracking.links import run_links
 from mnist_hpo.tracking.search_run import SearchRunSpec, open_search_run
 from mnist_hpo.workers import fit_workers
 
@@ -120,6 +121,7 @@ def run_search(
         resume=cfg.execution.resume,
     )
     with open_search_run(session.store, spec) as tracked:
+        tracked.log_datasets(data)
         if tracked.resumed:
             console.print(f"Resuming search run {tracked.run_id} (it ended {tracked.resumed_from}).")
         if session.fit_store is not None:
@@ -134,6 +136,7 @@ def run_search(
         figures = plots.search_figures(result, best.history_ if best is not None else None)
         tracked.record(result, csv_path, figures, best if cfg.tracking.log_model else None, data.x_test)
     console.print(result_view(result))
-    console.print(f"cv_results.csv: {csv_path}")
     console.print(tracked.summary_line())
+    links = run_links(session.store.client(), cfg.tracking, tracked.run_id) if tracked.run_id else None
+    console.print(places_view(job.output_dir, csv_path, links), soft_wrap=True)  # links stay whole, clickable
     return SearchOutcome(result=result, run_id=tracked.run_id, csv_path=csv_path)

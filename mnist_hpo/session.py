@@ -16,6 +16,7 @@ from mnist_hpo.fit_store import FITS_SUBDIR, FitStore
 from mnist_hpo.preflight import preflight
 from mnist_hpo.provenance import package_versions
 from mnist_hpo.runtime import describe_device, seed_everything
+from mnist_hpo.tracking.links import check_ui_url
 from mnist_hpo.validation import validate_config
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def open_session(cfg: Config, job: JobContext) -> Session:
     from mnist_hpo.tracking.store import open_store
 
     validate_config(cfg)
+    check_ui_url(cfg.tracking)
     # Config and data first: a mistake there leaves no trace in any store.
     data = load_data(cfg.data, cfg.seed)
     preflight(cfg, data.x_train, data.y_train)

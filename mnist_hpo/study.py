@@ -24,6 +24,7 @@ from mnist_hpo.evaluation import SearchResult
 from mnist_hpo.runner import run_search
 from mnist_hpo.session import JobContext, Session
 from mnist_hpo.tracking.group_run import GroupRun
+from mnist_hpo.tracking.links import run_links
 from mnist_hpo.tracking.runs import BEST_SEARCH, STAGE2_GRID
 
 
@@ -145,4 +146,7 @@ def run_study(cfg: Config, job: JobContext, session: Session, console: Console) 
             console.print(f"[bold]Study result[/bold]: test accuracy {final.result.test.accuracy:.4f}")
         tags = {BEST_SEARCH: final.run_id or "", STAGE2_GRID: json.dumps(grid)}
         study_run.finish(metrics, tags)
+    if session.store is not None and study_run.run_id is not None:
+        links = run_links(session.store.client(), cfg.tracking, study_run.run_id)
+        console.print(f"MLflow study run: {links.run}", soft_wrap=True, highlight=False)
     return final.result.best_score

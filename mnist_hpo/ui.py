@@ -7,6 +7,9 @@ import os
 import sys
 from pathlib import Path
 
+from mnist_hpo.config import TrackingConfig
+from mnist_hpo.tracking.links import experiment_id_of, experiment_link, experiments_link
+
 LOCAL_HOST = "127.0.0.1"
 
 
@@ -23,10 +26,26 @@ def server_command(store_dir: Path, host: str, port: int) -> list[str]:
     ]  # fmt: skip
 
 
+def address(store_dir: Path, experiment: str, host: str, port: int) -> str:
+    """The address that opens ``experiment``'s runs in Model-training mode, or the experiments list if it is new."""
+    # Imported here: MLflow takes seconds to import, and --help or a missing store should not wait for it.
+    from mnist_hpo.tracking.store import resolve_store
+
+    client = resolve_store(TrackingConfig(store_dir=str(store_dir)), Path.cwd()).client()
+    base = f"http://{host}:{port}"
+    found = experiment_id_of(client, experiment)
+    return experiment_link(base, found) if found is not None else experiments_link(base)
+
+
 def parser() -> argparse.ArgumentParser:
-    """The command-line options: store folder, port and host (local-only unless told otherwise)."""
+    """The command-line options: store folder, experiment, port and host (local-only unless told otherwise)."""
     options = argparse.ArgumentParser(description=__doc__)
     options.add_argument("--store-dir", type=Path, default=Path("mlruns"), help="the store folder (default: ./mlruns)")
+    options.add_argument(
+        "--experiment",
+        default=TrackingConfig.experiment,
+        help="the experiment the printed address opens, as tracking.experiment names it (default: %(default)s)",
+    )
     options.add_argument("--port", type=int, default=5000)
     options.add_argument(
         "--host",
@@ -47,7 +66,8 @@ def main(argv: list[str] | None = None) -> None:
             f"warning: serving on {args.host}: anyone who can reach this host can read your runs",
             file=sys.stderr,
         )
-    print(f"MLflow UI: http://{args.host}:{args.port}  (Ctrl-C to stop)", flush=True)
+    link = address(args.store_dir, args.experiment, args.host, args.port)
+    print(f"MLflow UI: {link}  (Ctrl-C to stop)", flush=True)
     command = server_command(args.store_dir, args.host, args.port)
     os.execv(command[0], command)
 
