@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import joblib
 
@@ -20,6 +21,17 @@ FORWARDED_ENV = (
     "MLFLOW_HTTP_REQUEST_TIMEOUT",
     "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT",
 )
+
+# Ray's joblib backend runs fits on a pool of actors, which by default die for good with their node
+# and fail the search. Restarted instead, wherever Ray finds room, they run the lost fit again. Task
+# retries are unbounded because Ray spends them while it is still deciding that a node is dead
+# (seconds of "actor unavailable"); the restarts bound a fit that keeps killing its worker.
+FAULT_TOLERANCE: dict[str, Any] = {"max_restarts": 5, "max_task_retries": -1}
+
+
+def remote_args(config: RayConfig) -> dict[str, Any]:
+    """The options of every Ray actor that runs fits: :data:`FAULT_TOLERANCE`, overridden by ``ray_remote_args``."""
+    return FAULT_TOLERANCE | dict(config.ray_remote_args)
 
 
 def connect(address: str | None) -> None:
@@ -39,10 +51,10 @@ def connect(address: str | None) -> None:
 
 @contextmanager
 def ray_workers(config: RayConfig) -> Iterator[None]:
-    """Run joblib work (the search's fits) as Ray tasks with ``config.ray_remote_args``."""
+    """Run joblib work (the search's fits) on Ray actors made with :func:`remote_args`."""
     connect(config.address)
     from ray.util.joblib import register_ray
 
     register_ray()
-    with joblib.parallel_config(backend="ray", ray_remote_args=dict(config.ray_remote_args)):
+    with joblib.parallel_config(backend="ray", ray_remote_args=remote_args(config)):
         yield

@@ -6,7 +6,7 @@ import socket
 
 import psutil
 from mlflow import MlflowClient
-from mlflow.entities import RunStatus
+from mlflow.entities import Run, RunStatus
 
 from mnist_hpo.provenance import Provenance
 from mnist_hpo.redaction import redact
@@ -23,6 +23,7 @@ ITERATION_REACHED = "mnist_hpo.iteration_reached"
 # Outcomes.
 ERROR = "mnist_hpo.error"
 FAILED = "mnist_hpo.failed"
+LOST = "mnist_hpo.lost"  # a fold run whose fit never finished: its worker died and the fit ran again
 BEST = "mnist_hpo.best"
 BEST_CANDIDATE = "mnist_hpo.best_candidate_run_id"
 BEST_SEARCH = "mnist_hpo.best_search_run_id"
@@ -55,6 +56,7 @@ GIT_COMMIT = "mlflow.source.git.commit"
 MAX_TEXT = 5000
 # Levels whose run is owned by the process that opened it (tagged with this_process()).
 OWNED_LEVELS = ("search", "study", "stage")
+LOST_FIT = "its worker died before the fit finished (a lost Ray node or a killed process); the fit ran again"
 
 
 def provenance_tags(provenance: Provenance) -> dict[str, str]:
@@ -134,3 +136,28 @@ def close_dead_runs(client: MlflowClient, experiment_id: str) -> None:
                 if child.info.run_id != run.info.run_id:
                     close_run(client, child.info.run_id, RunStatus.KILLED, reason)
         close_run(client, run.info.run_id, RunStatus.KILLED, reason)
+
+
+def close_lost_fits(client: MlflowClient, experiment_id: str, search_run_id: str) -> list[str]:
+    """End FAILED, tagged lost, every fold run of a search still RUNNING after all its fits returned.
+
+    Every fit closes its own fold run as it ends, so one still RUNNING then was an attempt whose
+    worker died mid-fit (on Ray: its node was lost), and that the backend ran again; its reason names
+    the run that holds the fit's outcome. Call it only once the search's fits are done.
+
+    Returns:
+        The ids of the runs it ended.
+    """
+    query = f"tags.`{SEARCH_RUN}` = '{search_run_id}' and tags.`{LEVEL}` = 'fold'"
+    folds = client.search_runs([experiment_id], query, max_results=50000)
+
+    def fit(run: Run) -> tuple[str | None, ...]:
+        return tuple(run.data.tags.get(name) for name in (CANDIDATE, FOLD, ITERATION))
+
+    outcomes = {fit(run): run.info.run_id for run in folds if run.info.status != "RUNNING"}
+    lost = [run for run in folds if run.info.status == "RUNNING"]
+    for run in lost:
+        again = outcomes.get(fit(run))
+        client.set_tag(run.info.run_id, LOST, "true")
+        close_run(client, run.info.run_id, RunStatus.FAILED, f"{LOST_FIT} as run {again}" if again else LOST_FIT)
+    return [run.info.run_id for run in lost]
