@@ -22,6 +22,7 @@ class TestScores:
     recall_macro: float
     f1_macro: float
     confusion: np.ndarray
+    classes: tuple[Any, ...]  # the confusion matrix's rows and columns, in order
 
     def metrics(self) -> dict[str, float]:
         """The scalar scores, named as they are logged."""
@@ -58,7 +59,7 @@ class SearchResult:
 
 
 def score_on_test(estimator: Any, x_test: np.ndarray, y_test: np.ndarray) -> TestScores:
-    """Accuracy, macro precision/recall/F1 and the confusion matrix on the test set."""
+    """Accuracy, macro precision/recall/F1 and the confusion matrix (rows and columns: the estimator's classes)."""
     predicted = estimator.predict(x_test)
     precision, recall, f1, _ = precision_recall_fscore_support(y_test, predicted, average="macro", zero_division=0)
     return TestScores(
@@ -66,7 +67,8 @@ def score_on_test(estimator: Any, x_test: np.ndarray, y_test: np.ndarray) -> Tes
         precision_macro=float(precision),
         recall_macro=float(recall),
         f1_macro=float(f1),
-        confusion=confusion_matrix(y_test, predicted, labels=list(range(10))),
+        confusion=confusion_matrix(y_test, predicted, labels=list(estimator.classes_)),
+        classes=tuple(estimator.classes_.tolist()),
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from itertools import combinations
 from typing import Any
 
@@ -106,14 +107,15 @@ def learning_curves_figure(history: dict[str, list[float]]) -> Figure:
     return figure
 
 
-def confusion_figure(confusion: np.ndarray) -> Figure:
-    """The test-set confusion matrix, true digit by predicted digit."""
+def confusion_figure(confusion: np.ndarray, labels: Sequence[Any] | None = None) -> Figure:
+    """The test-set confusion matrix, true class by predicted class (in the order of ``labels``)."""
     figure, panel = new_figure((5, 4.5))
     image = panel.imshow(confusion, cmap="Blues")
-    panel.set_xticks(range(10))
-    panel.set_yticks(range(10))
-    panel.set_xlabel("predicted digit")
-    panel.set_ylabel("true digit")
+    labels = list(range(len(confusion))) if labels is None else list(labels)
+    panel.set_xticks(range(len(labels)), [str(label) for label in labels])
+    panel.set_yticks(range(len(labels)), [str(label) for label in labels])
+    panel.set_xlabel("predicted class")
+    panel.set_ylabel("true class")
     for (i, j), value in np.ndenumerate(confusion):
         panel.text(
             j,
@@ -168,5 +170,5 @@ def search_figures(result: SearchResult, best_history: dict[str, list[float]] | 
     if best_history is not None:
         figures["learning_curves_best.png"] = learning_curves_figure(best_history)
     if result.test is not None:
-        figures["confusion_matrix.png"] = confusion_figure(result.test.confusion)
+        figures["confusion_matrix.png"] = confusion_figure(result.test.confusion, result.test.classes)
     return figures

@@ -65,7 +65,7 @@ def refit_choice(
         rule,
         sizes,
         cfg.search.alpha,
-        parameter_counts=partial(parameter_counts, estimator, y=data.y_train),
+        parameter_counts=partial(parameter_counts, estimator, y=data.y_train, X=data.x_train),
         training_times=partial(training_times, estimator, data.x_train, data.y_train, build_cv(cfg.search, cfg.seed)),
     )
 

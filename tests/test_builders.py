@@ -119,6 +119,9 @@ def test_a_12_class_32_pixel_idx_set_trains_scores_and_predicts_its_own_labels(t
     scores = pd.read_csv(outcome.csv_path)["mean_test_score"]
     assert len(scores) == 2 and np.isfinite(scores).all()
     assert np.isfinite(outcome.result.test.accuracy)
+    # and the confusion matrix is the data's 12 x 12, every test image counted once
+    assert outcome.result.test.classes == tuple(TWELVE)
+    assert outcome.result.test.confusion.shape == (12, 12) and outcome.result.test.confusion.sum() == 24
     (search,) = runs_by_level(store_uri(tmp_path))["search"]
     mlflow.set_tracking_uri(store_uri(tmp_path))
     images = read_idx(folder / "synthetic-test-images-idx3-ubyte.gz")[..., None].astype(np.float32) / 255
