@@ -53,6 +53,9 @@ from mnist_hpo.estimator import MnistCNNClassifier
 
 fit = MnistCNNClassifier.fit
 finished = []
+# A terminal delivers Ctrl-C to a process whose SIGINT is at its default; a shell that starts the
+# test run in the background (``pytest &``) hands it down ignored, and Python then keeps ignoring it.
+signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def fit_then_die(self, *args, **kwargs):
