@@ -40,6 +40,9 @@ def test_diverging_candidate_scores_nan_and_the_search_goes_on(tmp_path):
     assert failed[0].info.status == "FAILED"
     fold_status = Counter(run.info.status for run in levels["fold"])
     assert fold_status == {"FAILED": 2, "FINISHED": 2}
+    # And the failed fits are counted as failed, not trained: 2 folds and the refit trained
+    counts = {kind: search.data.tags[f"mnist_hpo.{kind}_fits"] for kind in ("trained", "failed", "reused")}
+    assert counts == {"trained": "3", "failed": "2", "reused": "0"}
 
 
 def test_error_score_raise_stops_and_leaves_nothing_running(tmp_path):

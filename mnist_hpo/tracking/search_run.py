@@ -36,6 +36,7 @@ from mnist_hpo.tracking.runs import (
     CANDIDATE,
     ERROR,
     FAILED,
+    FAILED_FITS,
     FOLD,
     ITERATION,
     ITERATION_REACHED,
@@ -132,7 +133,7 @@ class SearchRun:
         self.run_id = ""
         self.resumed_from: str | None = None
         self.attempt_started_ms = 0
-        self.fit_counts = (0, 0)
+        self.fit_counts = (0, 0, 0)
         provenance = spec.provenance
         self.origin = DataOrigin.of(provenance.data_source, provenance.data_fingerprint)
 
@@ -220,23 +221,29 @@ class SearchRun:
         log_inputs(self.client, self.run_id, inputs)
 
     def record_fit_counts(self) -> None:
-        """Tag how many of this attempt's fits were restored from the fit store and how many trained.
+        """Tag how many of this attempt's fits were restored from the fit store, trained, or failed.
 
         A resumed search's fits whose fold runs had FINISHED before this attempt get no new run:
-        they count as restored.
+        they count as restored. A fit that raised (diverged, or a broken worker) is failed, not
+        trained: it left no result and nothing in the store.
         """
-        reused = trained = 0
+        reused = trained = failed = 0
         for run in [*self.descendants("fold"), *self.descendants("refit")]:
             if LOST in run.data.tags:  # an attempt whose worker died: the fit's own run counts it
                 continue
             if run.info.start_time >= self.attempt_started_ms:
-                reused += REUSED_FIT_KEY in run.data.tags
-                trained += REUSED_FIT_KEY not in run.data.tags
+                if run.info.status == "FAILED":
+                    failed += 1
+                elif REUSED_FIT_KEY in run.data.tags:
+                    reused += 1
+                else:
+                    trained += 1
             elif run.info.status == "FINISHED":
                 reused += 1
-        self.fit_counts = (reused, trained)
+        self.fit_counts = (reused, trained, failed)
         self.client.set_tag(self.run_id, REUSED_FITS, str(reused))
         self.client.set_tag(self.run_id, TRAINED_FITS, str(trained))
+        self.client.set_tag(self.run_id, FAILED_FITS, str(failed))
 
     def record(
         self, result: SearchResult, csv_path: Path, figures: dict[str, Figure], model: Any | None, images: np.ndarray
@@ -256,10 +263,11 @@ class SearchRun:
 
     def summary_line(self) -> str:
         """Where the user finds this search in MLflow, and how many fits it trained or restored."""
-        reused, trained = self.fit_counts
+        reused, trained, failed = self.fit_counts
+        failures = f", {failed} failed" if failed else ""
         return (
             f"MLflow: experiment {self.spec.experiment!r}, search run {self.run_id} ({redact(self.store.uri)}); "
-            f"fits: {trained} trained, {reused} restored from the fit store"
+            f"fits: {trained} trained, {reused} restored from the fit store{failures}"
         )
 
     def record_candidates(self, result: SearchResult) -> None:
