@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -14,7 +16,8 @@ from mnist_hpo.composition import check_command_line
 from mnist_hpo.config import SWEEP_RUN_ENV, ConfigError, moved_key, register_configs, typed
 from mnist_hpo.redaction import redact
 from mnist_hpo.runtime import configure_backend
-from mnist_hpo.session import JobContext, open_session
+from mnist_hpo.session import JobContext, Session, open_session
+from mnist_hpo.tracking.store_loss import TrackingStoreLost, guarded
 
 register_configs()
 # Absolute, so Hydra finds conf/ however this module is entered: ``python -m mnist_hpo`` and the
@@ -54,18 +57,54 @@ def main(cfg: DictConfig) -> float:
         session = open_session(config, job)
         from mnist_hpo.dispatch import run
 
-        return run(config, job, session=session)
+        try:
+            with guarded():
+                return run(config, job, session=session)
+        except TrackingStoreLost as lost:
+            stop_store_lost(lost, session, job.output_dir)
     except ConfigError as error:
         fail(error)
     except KeyboardInterrupt:
         # The runs were already ended KILLED on the way out; the fit store holds every finished fit.
-        command = " ".join(["python -m mnist_hpo", *(redact(arg) for arg in sys.argv[1:])])
         print(
             f"interrupted: the search's MLflow runs are marked KILLED and its finished fits are kept; "
-            f"run `{command}` again to resume",
+            f"run `{this_command()}` again to resume",
             file=sys.stderr,
         )
         sys.exit(130)
+
+
+def this_command() -> str:
+    """The command line that started this process, credentials hidden: what the user reruns to resume."""
+    return " ".join(["python -m mnist_hpo", *(redact(arg) for arg in sys.argv[1:])])
+
+
+def log_details(text: str, output_dir: Path) -> Path:
+    """Append ``text`` to the job's log file (Hydra's, else ``<output_dir>/mnist_hpo.log``), not the terminal."""
+    files = [handler for handler in logging.getLogger().handlers if isinstance(handler, logging.FileHandler)]
+    path = Path(files[0].baseFilename) if files else output_dir / "mnist_hpo.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as log:
+        log.write(text)
+    return path
+
+
+def stop_store_lost(lost: TrackingStoreLost, session: Session, output_dir: Path) -> NoReturn:
+    """Say in one line that the tracking store was lost, what is kept and how to resume; exit 1."""
+    store = redact(session.store.uri) if session.store is not None else "(none)"
+    log = log_details(f"The tracking store {store} was lost mid-search:\n{lost.details}", output_dir)
+    kept = (
+        f"the fit store {session.fit_store} keeps every finished fit"
+        if session.fit_store is not None
+        else "finished fits were not kept (execution.fit_store=false)"
+    )
+    print(
+        f"store lost: the tracking store {store} can no longer be written ({lost.reason}); {kept}; "
+        f"restore the store, or point tracking.uri at a new one, and run `{this_command()}` again to resume; "
+        f"details in {log}",
+        file=sys.stderr,
+    )
+    sys.exit(1)
 
 
 def cli() -> None:

@@ -37,6 +37,7 @@ from mnist_hpo.tracking.runs import (
     close_run,
 )
 from mnist_hpo.tracking.store import Store
+from mnist_hpo.tracking.store_loss import guarded
 
 EVALUATION_TASK = "candidate-split-evaluation"
 REFIT_TASK = "refit-with-best-params"
@@ -112,31 +113,33 @@ class FoldLogger:
 
     def on_fit_task_begin(self, estimator: Any, context: CallbackContext, *, X=None, y=None) -> None:
         """Create candidate runs when the search starts, a fold run when a fold fit starts."""
-        if context.task_name == "search" and context.parent is not None and context.parent.parent is None:
-            self.create_candidate_runs(estimator)
-        elif context.source_task_name == EVALUATION_TASK:
-            self.fold_runs[task_path(context)] = self.create_fold_run(estimator, context, X, y)
-        elif context.source_task_name == REFIT_TASK:
-            reused = getattr(estimator, "fit_reused_", False)
-            if reused and self.refit_finished:  # a resumed search whose refit had finished: no second run
-                self.fold_runs[task_path(context)] = None
-                return
-            tags = {LEVEL: "refit"} | ({REUSED: "true"} if reused else {})
-            run_id = self.create_run("refit", self.search_run_id, tags)
-            if self.origin is not None and X is not None:
-                log_inputs(self.store.client(), run_id, [training_input(self.origin, X, y)])
-            self.fold_runs[task_path(context)] = run_id
+        with guarded():
+            if context.task_name == "search" and context.parent is not None and context.parent.parent is None:
+                self.create_candidate_runs(estimator)
+            elif context.source_task_name == EVALUATION_TASK:
+                self.fold_runs[task_path(context)] = self.create_fold_run(estimator, context, X, y)
+            elif context.source_task_name == REFIT_TASK:
+                reused = getattr(estimator, "fit_reused_", False)
+                if reused and self.refit_finished:  # a resumed search whose refit had finished: no second run
+                    self.fold_runs[task_path(context)] = None
+                    return
+                tags = {LEVEL: "refit"} | ({REUSED: "true"} if reused else {})
+                run_id = self.create_run("refit", self.search_run_id, tags)
+                if self.origin is not None and X is not None:
+                    log_inputs(self.store.client(), run_id, [training_input(self.origin, X, y)])
+                self.fold_runs[task_path(context)] = run_id
 
     def on_fit_task_end(self, estimator: Any, context: CallbackContext, *, fitted_estimator=None) -> None:
         """Log an epoch's metrics, or close a fold run with its outcome."""
-        if context.task_name == "epoch" and context.parent is not None:
-            run_id = self.fold_runs.get(task_path(context.parent))
-            if run_id is not None and fitted_estimator is not None:
-                self.log_epoch(run_id, fitted_estimator.history_)
-        else:
-            run_id = self.fold_runs.pop(task_path(context), None)
-            if run_id is not None:
-                self.close_fold_run(run_id, estimator)
+        with guarded():
+            if context.task_name == "epoch" and context.parent is not None:
+                run_id = self.fold_runs.get(task_path(context.parent))
+                if run_id is not None and fitted_estimator is not None:
+                    self.log_epoch(run_id, fitted_estimator.history_)
+            else:
+                run_id = self.fold_runs.pop(task_path(context), None)
+                if run_id is not None:
+                    self.close_fold_run(run_id, estimator)
 
     def create_run(self, name: str, parent_id: str, tags: dict[str, str]) -> str:
         """Create a child run of ``parent_id`` and return its id."""

@@ -13,6 +13,7 @@ from mnist_hpo.tracking.fold_logger import params_batch
 from mnist_hpo.tracking.runs import LEVEL, close_dead_runs, close_on_exit, this_process
 from mnist_hpo.tracking.search_run import metrics_batch
 from mnist_hpo.tracking.store import Store, experiment_id
+from mnist_hpo.tracking.store_loss import store_lost
 
 
 class GroupRun:
@@ -61,7 +62,7 @@ class GroupRun:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
-        if self.store is not None and self.run_id is not None:
+        if self.store is not None and self.run_id is not None and not store_lost(error):
             close_on_exit(self.store.client(), self.run_id, kind, error)
 
     def log_text(self, text: str, path: str) -> None:

@@ -66,6 +66,7 @@ from mnist_hpo.tracking.runs import (
     this_process,
 )
 from mnist_hpo.tracking.store import Store, experiment_id
+from mnist_hpo.tracking.store_loss import store_lost
 
 MAX_PARAMS_PER_BATCH = 100
 # The logged model's pyfunc code (models-from-code: MLflow runs the file, so the wrapper is never
@@ -186,6 +187,8 @@ class SearchRun:
     def __exit__(
         self, kind: type[BaseException] | None, error: BaseException | None, trace: TracebackType | None
     ) -> None:
+        if store_lost(error):  # nothing can be written; the next search in a restored store ends these runs
+            return
         if kind is None:
             self.close_children(RunStatus.FAILED, "the search ended before this run finished")
         else:
