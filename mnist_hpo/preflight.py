@@ -31,7 +31,7 @@ from mnist_hpo.params import (
     config_key,
     estimator_params,
 )
-from mnist_hpo.space import build_space, values_of
+from mnist_hpo.space import bounding_values, build_space
 
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
 ARCHITECTURE = ("model__conv_filters", "model__kernel_size", "model__padding", "model__pool_size")
@@ -115,7 +115,7 @@ def cnn_defaults(base: dict[str, Any]) -> dict[str, Any]:
 def check_feature_maps(base: dict[str, Any], grid: dict[str, Any], shape: tuple[int, ...], where: str) -> None:
     """Every architecture the grid can combine must keep a feature map of at least 1 x 1 pixel."""
     base = cnn_defaults(base) | base
-    listed = values_of(build_space(grid, allow_distributions=True))
+    listed = bounding_values(build_space(grid, allow_distributions=True))
     axes = [name for name in ARCHITECTURE if name in listed]
     size = min(shape[:2])  # the shorter side vanishes first
     for values in itertools.product(*(listed[name] for name in axes)):
@@ -173,7 +173,7 @@ def check_architectures(cfg: Config, grids: list[tuple[str, dict[str, Any]]], x:
     built: set[str] = set()
     failures: list[tuple[str, dict[str, Any], str]] = []
     for where, grid in grids:
-        listed = values_of(build_space(grid, allow_distributions=True))
+        listed = bounding_values(build_space(grid, allow_distributions=True))
         axes = [name for name in listed if name.startswith(BUILDER_PREFIX)]
         for values in itertools.product(*(listed[name] for name in axes)):
             chosen = dict(zip(axes, values, strict=True))

@@ -68,6 +68,16 @@ def build_space(grid: Mapping[str, Any], *, allow_distributions: bool) -> dict[s
     return space
 
 
-def values_of(space: Mapping[str, Any]) -> dict[str, list[Any]]:
-    """The listed values of each axis (distributions excluded), for validation."""
-    return {key: value for key, value in space.items() if isinstance(value, list)}
+def bounding_values(space: Mapping[str, Any]) -> dict[str, list[Any]]:
+    """Per axis, the values that bound what any candidate can draw: what checks before training test.
+
+    A list gives its values; a distribution its two ends (randint its lowest and highest integer;
+    uniform and loguniform low and high, as floats, which a key that needs whole numbers refuses).
+    The package's checks are monotone in the value (a larger kernel or pooling window leaves a
+    smaller feature map; a range holds if both ends are inside it), so the ends stand for
+    everything between; a user's builder is built at the ends.
+    """
+    return {
+        key: value if isinstance(value, list) else [end.item() for end in value.support()]
+        for key, value in space.items()
+    }

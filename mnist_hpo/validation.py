@@ -19,7 +19,7 @@ from mnist_hpo.config import (
 )
 from mnist_hpo.params import BUILDER_PREFIX, CONFIG_KEYS, estimator_params
 from mnist_hpo.selection import REFIT_RULES
-from mnist_hpo.space import build_space, values_of
+from mnist_hpo.space import bounding_values, build_space
 
 Check = Callable[[str, Any], None]
 
@@ -101,7 +101,7 @@ def validate_grid(grid: dict[str, Any], allow_distributions: bool, where: str = 
     unknown = [key for key in grid if key not in RULES and not key.startswith(BUILDER_PREFIX)]
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: not an estimator parameter; valid: {', '.join(RULES)}")
-    for key, values in values_of(build_space(grid, allow_distributions=allow_distributions)).items():
+    for key, values in bounding_values(build_space(grid, allow_distributions=allow_distributions)).items():
         for value in values if key in RULES else ():
             RULES[key](f"{where}.{key}", value)
 

@@ -104,6 +104,14 @@ BAD_INPUTS = {
         ["model.kernel_size=40", "model.padding=valid"],
         "model.kernel_size: kernel 40 with padding valid, pooling 2 and 1 conv block(s) leaves no pixel",
     ),
+    "drawn kernel beyond the feature map": (
+        ["search.strategy=random", "+grid.model__kernel_size={dist: randint, low: 3, high: 40}", "model.padding=valid"],
+        "grid.model__kernel_size: kernel 40 with padding valid, pooling 2 and 1 conv block(s) leaves no pixel",
+    ),
+    "fractional kernel drawn": (
+        ["search.strategy=random", "+grid.model__kernel_size={dist: uniform, low: 2, high: 5}"],
+        "grid.model__kernel_size: 2.0 must be an integer >= 1",
+    ),
     "grid kernel beyond the feature map": (
         ["+grid.model__kernel_size=[3,15]", "model.padding=valid", "model.conv_filters=[4,4]"],
         "grid.model__kernel_size: kernel 15 with padding valid, pooling 2 and 2 conv block(s) leaves no pixel",
