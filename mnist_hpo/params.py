@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import sys
+import sysconfig
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from hydra.utils import instantiate
@@ -134,3 +137,28 @@ def builder_identity(builder: Any) -> Any:
     except (OSError, TypeError):  # no source to read (a compiled module): its name must do
         return builder
     return f"{module.__name__}.{builder.__qualname__}@{hashlib.sha256(source.encode()).hexdigest()[:16]}"
+
+
+def builder_code(builder: Any) -> list[str]:
+    """The code a saved model needs to import ``builder`` elsewhere: its top-level module or package.
+
+    MLflow copies these into the model (``code_paths``) and puts them on ``sys.path`` when it loads
+    the model, so a model of a user's network loads where that module is not installed. Ours, and
+    anything installed (Keras' own applications, a user's installed package), is not copied: the
+    model's requirements bring those.
+    """
+    module = inspect.getmodule(builder)
+    if module is None:
+        return []
+    top = sys.modules.get(module.__name__.split(".")[0])
+    if top is None or top.__name__ == "mnist_hpo":
+        return []
+    locations = [Path(p) for p in getattr(top, "__path__", [])]  # a package: its folder, a module: its file
+    if not locations and getattr(top, "__file__", None):
+        locations = [Path(top.__file__)]
+    installed = {Path(sysconfig.get_paths()[key]).resolve() for key in ("purelib", "platlib", "stdlib", "platstdlib")}
+    return [
+        str(location)
+        for location in locations
+        if location.exists() and not installed.intersection(location.resolve().parents)
+    ]

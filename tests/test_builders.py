@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -133,8 +135,7 @@ def test_the_example_builder_searches_its_own_arguments_as_documented(cli, tmp_p
     # Given the README's command: the example's folder on PYTHONPATH, its configs on Hydra's search path
     result = cli(
         *EXAMPLE, "grid=depthwise_cnn", "grid.model__activation=[relu]", "model.epochs=1", "data.train_size=100",
-        "data.test_size=50", "search.cv=2", "execution.progress=false", "tracking.log_model=false",
-        "hydra.run.dir=out",
+        "data.test_size=50", "search.cv=2", "execution.progress=false", "hydra.run.dir=out",
         cwd=tmp_path, env={"PYTHONPATH": os.pathsep.join([str(EXAMPLES), os.environ.get("PYTHONPATH", "")])},
     )  # fmt: skip
     # Then both depth multipliers trained and scored, under the names the grid gave them
@@ -144,6 +145,19 @@ def test_the_example_builder_searches_its_own_arguments_as_documented(cli, tmp_p
     assert np.isfinite(results["mean_test_score"]).all()
     (search,) = runs_by_level(store_uri(tmp_path))["search"]
     assert search.data.params["model__blocks"] == "2" and search.data.params["model__activation"] == "relu"
+    # And its model loads and predicts in a process that has not got the example's folder on its path
+    load = (
+        "import sys, mlflow, numpy as np; mlflow.set_tracking_uri(sys.argv[1]); "
+        "model = mlflow.pyfunc.load_model(sys.argv[2]); "
+        "print(np.asarray(model.predict(np.zeros((3, 28, 28, 1), np.float32))).tolist())"
+    )
+    env = {name: value for name, value in os.environ.items() if name != "PYTHONPATH"}
+    loaded = subprocess.run(
+        [sys.executable, "-c", load, store_uri(tmp_path), search.data.tags["mnist_hpo.model_uri"]],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert loaded.returncode == 0, loaded.stderr[-3000:]
+    assert len(json.loads(loaded.stdout.strip().splitlines()[-1])) == 3
 
 
 BAD_BUILDERS = {

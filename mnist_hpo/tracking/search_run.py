@@ -24,6 +24,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from mnist_hpo.config import ConfigError
 from mnist_hpo.data import MnistData
 from mnist_hpo.evaluation import SearchResult
+from mnist_hpo.params import builder_code
 from mnist_hpo.provenance import Provenance
 from mnist_hpo.redaction import redact
 from mnist_hpo.selection import COMPARISON_COLUMNS
@@ -349,7 +350,8 @@ class SearchRun:
 
         Its pyfunc ``predict`` gives digits, or class probabilities with the inference parameter
         ``output="probabilities"`` (model_flavour.py); the fitted estimator is an ``mlflow.sklearn``
-        model inside it, the ``estimator`` artifact.
+        model inside it, the ``estimator`` artifact. A network built by a user's module carries that
+        module along (``code_paths``), so the model loads where the module is not installed.
         """
         example = images[:5]
         # The params schema is what lets MLflow pass ``output`` through, in Python and when served.
@@ -374,6 +376,7 @@ class SearchRun:
                     signature=signature,
                     input_example=example,
                     pip_requirements=requirements,
+                    code_paths=builder_code(estimator.model) or None,
                     registered_model_name=self.spec.registered_model_name,
                 )
                 self.client.set_tag(self.run_id, MODEL_URI, info.model_uri)
