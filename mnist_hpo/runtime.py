@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from importlib.util import find_spec
@@ -47,6 +48,9 @@ def configure_backend(backend: str, device: str) -> None:
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = "-1"
         os.environ["JAX_PLATFORMS"] = "cpu"
+    # JAX logs at INFO each accelerator it looked for and did not find ("Unable to initialize backend
+    # 'tpu'"); Hydra's job logging prints INFO, so every JAX run opened with that line.
+    logging.getLogger("jax._src.xla_bridge").setLevel(logging.WARNING)
 
 
 def visible_gpus() -> int:
