@@ -76,7 +76,12 @@ def files_mentioning(*words: str) -> set[str]:
 
 
 def test_omegaconf_stays_at_the_edge():
-    assert files_mentioning("DictConfig", "OmegaConf") <= {"__main__.py", "composition.py", "config.py", "tracking/sweep.py"}
+    assert files_mentioning("DictConfig", "OmegaConf") <= {
+        "__main__.py",
+        "composition.py",
+        "config.py",
+        "tracking/sweep.py",
+    }
 
 
 def test_only_the_tracking_package_imports_mlflow():
