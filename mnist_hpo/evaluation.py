@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
-from sklearn.model_selection._search import BaseSearchCV
 
+from mnist_hpo.search import SearchCV
 from mnist_hpo.selection import FoldSizes, compare_with_best, top_index
 
 
@@ -96,7 +96,7 @@ def candidate_frame(cv_results: dict[str, Any], axes: list[str], n_splits: int) 
 
 
 def summarize(
-    search: BaseSearchCV,
+    search: SearchCV,
     x_test: np.ndarray | None,
     y_test: np.ndarray | None,
     sizes: FoldSizes,

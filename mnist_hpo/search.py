@@ -18,9 +18,12 @@ from sklearn.model_selection import (
     RepeatedStratifiedKFold,
     StratifiedKFold,
 )
-from sklearn.model_selection._search import BaseSearchCV
 
 from mnist_hpo.config import SearchConfig
+
+# The searches this module builds, named from scikit-learn's public classes (their common base,
+# BaseSearchCV, lives in a private module).
+SearchCV = GridSearchCV | RandomizedSearchCV | HalvingGridSearchCV | HalvingRandomSearchCV
 
 
 def error_score(value: Any) -> float | str:
@@ -53,7 +56,7 @@ def build_search(
     seed: int,
     n_jobs: int = 1,
     refit: bool | Callable[[dict[str, Any]], int] = True,
-) -> BaseSearchCV:
+) -> SearchCV:
     """Build the unfitted search that ``search.strategy`` names.
 
     Args:
@@ -94,7 +97,7 @@ def build_search(
     return HalvingGridSearchCV(param_grid=space, **halving)
 
 
-def candidate_params(search: BaseSearchCV) -> Iterable[dict[str, Any]]:
+def candidate_params(search: SearchCV) -> Iterable[dict[str, Any]]:
     """The candidates the search will try first, drawn as its ``_run_search`` draws them.
 
     Only public API: a grid's ``ParameterGrid``; a sampler seeded like the search, for as many
