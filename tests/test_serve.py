@@ -23,7 +23,8 @@ from mlflow_tree import runs_by_level
 
 from mnist_hpo.data import load_data
 from mnist_hpo.provenance import Provenance, package_versions
-from mnist_hpo.tracking.search_run import PICKLE_NOTICE, SearchRun, SearchRunSpec, pickle_notice_hidden
+from mnist_hpo.tracking.model_log import PICKLE_NOTICE, pickle_notice_hidden
+from mnist_hpo.tracking.search_run import SearchRun, SearchRunSpec
 from mnist_hpo.tracking.store import Store
 
 # The server imports TensorFlow and loads the model before /ping answers: ~40 s on 2 busy cores.

@@ -3,7 +3,7 @@
 MLflow runs this file whenever it loads the model (``set_model`` below names the model), so the
 wrapper is code in the model folder, never a pickle; the fitted estimator travels beside it as the
 ``estimator`` artifact, an ``mlflow.sklearn`` model saved with cloudpickle (skops cannot save a
-scikeras estimator). search_run.py logs it and sets the same names: the artifact ``estimator``
+scikeras estimator). model_log.py logs it and sets the same names: the artifact ``estimator``
 and the ``output`` inference parameter.
 """
 

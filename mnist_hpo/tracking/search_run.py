@@ -2,34 +2,27 @@
 
 from __future__ import annotations
 
-import logging
 import math
-import re
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-import mlflow
 import numpy as np
 from matplotlib.figure import Figure
 from mlflow.entities import Metric, RunStatus, RunTag
-from mlflow.models import infer_signature
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from mnist_hpo.config import ConfigError
 from mnist_hpo.data import MnistData
 from mnist_hpo.evaluation import SearchResult
-from mnist_hpo.params import builder_code
 from mnist_hpo.provenance import Provenance
 from mnist_hpo.redaction import redact
 from mnist_hpo.selection import COMPARISON_COLUMNS
 from mnist_hpo.tracking.datasets import DataOrigin, log_inputs, search_inputs
 from mnist_hpo.tracking.fold_logger import FoldLogger, candidate_key, params_batch
+from mnist_hpo.tracking.model_log import log_best_model
 from mnist_hpo.tracking.runs import (
     BEST,
     BEST_CANDIDATE,
@@ -70,12 +63,6 @@ from mnist_hpo.tracking.store import Store, experiment_id
 from mnist_hpo.tracking.store_loss import store_lost
 
 MAX_PARAMS_PER_BATCH = 100
-# The logged model's pyfunc code (models-from-code: MLflow runs the file, so the wrapper is never
-# pickled). Referred to by path, not imported: the file names its model to MLflow as it runs.
-MODEL_CODE = Path(__file__).with_name("model_flavour.py")
-# MLflow logs this on every scikit-learn model saved with (cloud)pickle. This project saves with
-# cloudpickle knowingly (skops cannot save a scikeras estimator), so on each search it is noise.
-PICKLE_NOTICE = re.compile(r"Saving scikit-learn models in the pickle or cloudpickle format")
 
 
 @dataclass(frozen=True)
@@ -93,25 +80,6 @@ class SearchRunSpec:
     pip_requirements: list[str] = field(default_factory=list)
     resume_key: str = ""
     resume: bool = True
-
-
-@contextmanager
-def pickle_notice_hidden() -> Iterator[None]:
-    """Drop MLflow's pickle-format notice, that record only, while the block runs.
-
-    It is a log record of the ``mlflow.sklearn`` logger, not a Python warning; every other record
-    of that logger, and every warning, still shows.
-    """
-    logger = logging.getLogger("mlflow.sklearn")
-
-    def keep(record: logging.LogRecord) -> bool:
-        return not PICKLE_NOTICE.match(record.getMessage())
-
-    logger.addFilter(keep)
-    try:
-        yield
-    finally:
-        logger.removeFilter(keep)
 
 
 def metrics_batch(values: dict[str, float], step: int = 0) -> list[Metric]:
@@ -346,41 +314,17 @@ class SearchRun:
         self.client.log_artifact(self.run_id, str(path))
 
     def log_model(self, estimator: Any, images: np.ndarray) -> str:
-        """Log the best estimator as an MLflow model; return its URI.
-
-        Its pyfunc ``predict`` gives digits, or class probabilities with the inference parameter
-        ``output="probabilities"`` (model_flavour.py); the fitted estimator is an ``mlflow.sklearn``
-        model inside it, the ``estimator`` artifact. A network built by a user's module carries that
-        module along (``code_paths``), so the model loads where the module is not installed.
-        """
-        example = images[:5]
-        # The params schema is what lets MLflow pass ``output`` through, in Python and when served.
-        signature = infer_signature(example, estimator.predict(example), params={"output": "digits"})
-        requirements = self.spec.pip_requirements or None
-        mlflow.set_tracking_uri(self.store.uri)
-        with tempfile.TemporaryDirectory() as folder, pickle_notice_hidden():
-            estimator_path = str(Path(folder) / "estimator")
-            mlflow.sklearn.save_model(
-                estimator,
-                estimator_path,
-                serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
-                pip_requirements=requirements,
-            )
-            # The fluent API is the only way to log a model; call this last, since leaving
-            # ``start_run`` marks the search run FINISHED.
-            with mlflow.start_run(run_id=self.run_id):
-                info = mlflow.pyfunc.log_model(
-                    name="model",
-                    python_model=str(MODEL_CODE),
-                    artifacts={"estimator": estimator_path},
-                    signature=signature,
-                    input_example=example,
-                    pip_requirements=requirements,
-                    code_paths=builder_code(estimator.model) or None,
-                    registered_model_name=self.spec.registered_model_name,
-                )
-                self.client.set_tag(self.run_id, MODEL_URI, info.model_uri)
-        return info.model_uri
+        """Log the best estimator as this search run's MLflow model (see :func:`log_best_model`); return its URI."""
+        uri = log_best_model(
+            self.store.uri,
+            self.run_id,
+            estimator,
+            images,
+            self.spec.pip_requirements,
+            self.spec.registered_model_name,
+        )
+        self.client.set_tag(self.run_id, MODEL_URI, uri)
+        return uri
 
 
 class UntrackedSearch:
