@@ -103,14 +103,21 @@ def summarize(
     alpha: float,
     rope: float,
     refit_rule: str | None,
+    training_time: np.ndarray,
 ) -> SearchResult:
-    """Collect the search's results, compare every candidate with the best, score the refitted one on test."""
+    """Collect the search's results, compare every candidate with the best, score the refitted one on test.
+
+    ``training_time`` is each candidate's mean training time as recorded when its fits trained
+    (:func:`mnist_hpo.estimator.training_times`): ``mean_fit_time`` is what this search measured,
+    which for a fit restored from the fit store is the restore, not the training.
+    """
     # The searched axes only: a halving resource (e.g. epochs) is not a candidate's identity.
     space = getattr(search, "param_grid", None) or search.param_distributions
     axes = sorted(space)
     cv_results = search.cv_results_
     best = top_index(cv_results)
     candidates = candidate_frame(cv_results, axes, search.n_splits_)
+    candidates["mean_training_time"] = np.asarray(training_time, dtype=float)
     candidates = pd.concat([candidates, compare_with_best(cv_results, best, sizes, alpha, rope)], axis=1)
     refitted = getattr(search, "best_estimator_", None)
     test = score_on_test(refitted, x_test, y_test) if refitted is not None and x_test is not None else None

@@ -38,7 +38,7 @@ def short(value: object) -> str:
 
 
 def candidate_table(result: SearchResult) -> Table:
-    """Every candidate, best first: its values, CV mean ± std, per-fold scores, fit time."""
+    """Every candidate, best first: its values, CV mean ± std, per-fold scores, training time (as trained)."""
     table = Table(title="Candidates (ranked by mean CV score)", header_style="bold")
     table.add_column("rank", justify="right")
     for axis in result.axes:
@@ -62,7 +62,7 @@ def candidate_table(result: SearchResult) -> Table:
             cells.append(str(int(row["iter"])))
         cells.append(score)
         cells += [f"{row[f'split{k}_test_score']:.4f}" for k in range(result.n_splits)]
-        cells.append(f"{row['mean_fit_time']:.1f}")
+        cells.append(f"{row['mean_training_time']:.1f}")
         cells += comparison_cells(row, index == result.best_index)
         cells.append(status(result, index, row["failed"]))
         table.add_row(*cells)

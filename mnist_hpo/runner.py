@@ -47,10 +47,10 @@ def flat_params(cfg: Config) -> dict[str, Any]:
 
 
 def write_cv_results(search: Any, result: SearchResult, output_dir: Path) -> Path:
-    """Write ``cv_results.csv`` (scikit-learn's columns, then each candidate's comparison with the best)."""
+    """Write ``cv_results.csv``: scikit-learn's columns, then each candidate's training time and comparison."""
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / "cv_results.csv"
-    comparisons = result.candidates[list(COMPARISON_COLUMNS)].reset_index(drop=True)
+    comparisons = result.candidates[["mean_training_time", *COMPARISON_COLUMNS]].reset_index(drop=True)
     pd.concat([pd.DataFrame(search.cv_results_), comparisons], axis=1).to_csv(path, index=False)
     return path
 
@@ -130,7 +130,9 @@ def run_search(
         search.set_callbacks(*progress, *tracked.callbacks(cfg.search.cv, cfg.search.cv_repeats))
         with fit_workers(cfg.execution):
             search.fit(data.x_train, data.y_train)
-        result = summarize(search, data.x_test, data.y_test, sizes, cfg.search.alpha, cfg.search.rope, rule)
+        cv = build_cv(cfg.search, cfg.seed)
+        trained_in = training_times(estimator, data.x_train, data.y_train, cv, search.cv_results_)
+        result = summarize(search, data.x_test, data.y_test, sizes, cfg.search.alpha, cfg.search.rope, rule, trained_in)
         csv_path = write_cv_results(search, result, job.output_dir / (run_name or ""))
         best = getattr(search, "best_estimator_", None)
         figures = plots.search_figures(result, best.history_ if best is not None else None)

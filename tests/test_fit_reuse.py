@@ -92,11 +92,17 @@ def test_a_corrupted_entry_is_warned_about_once_retrained_and_rewritten(tmp_path
 
 
 def test_a_search_whose_every_fit_is_stored_still_refits_and_logs_its_model(tmp_path):
+    results = []
     for _ in range(2):
         search(tmp_path, "tracking.log_model=true")
+        results.append(pd.read_csv(tmp_path / "out" / "cv_results.csv"))
     latest, folds = newest_search(tmp_path)
     assert (latest.data.tags["mnist_hpo.trained_fits"], latest.data.tags["mnist_hpo.reused_fits"]) == ("0", "5")
     assert "mnist_hpo.model_uri" in latest.data.tags and all(REUSED in fold.data.tags for fold in folds)
+    # And each candidate's training time is the one recorded when it trained, not the restore's
+    first, restored = results
+    pd.testing.assert_series_equal(restored["mean_training_time"], first["mean_training_time"])
+    assert not restored["mean_fit_time"].equals(first["mean_fit_time"])  # what scikit-learn measured: the restore
 
 
 @pytest.mark.slow
