@@ -42,6 +42,7 @@ ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "COLUMNS": "160"}
 NAMED_PORTS = 10  # each node's own ports; its workers' ports follow them
 WORKER_PORTS = 30
 FITS = SMOKE_CANDIDATES * SMOKE_FOLDS
+START_ATTEMPTS = 3
 
 
 def free_ports(count: int) -> list[int]:
@@ -91,11 +92,23 @@ class RayNode:
         self.raylet: psutil.Process | None = None
 
     def start(self) -> None:
-        """Run ``ray start`` in a session of its own: every daemon it leaves behind keeps that process group."""
-        started = subprocess.Popen(self.command, env=ENV, start_new_session=True, stdout=subprocess.PIPE, text=True)
-        self.group = started.pid
-        output = started.communicate(timeout=300)[0]
-        assert started.returncode == 0, output[-3000:]
+        """Run ``ray start`` in a session of its own: every daemon it leaves behind keeps that process group.
+
+        Ray gives a new raylet a fixed 30 s to register with the GCS (``ray/_private/node.py``, not
+        configurable); on a machine loaded by other tests it can take longer, and ``ray start`` then
+        fails with "timed out during startup". That attempt's processes are killed and it starts again,
+        up to ``START_ATTEMPTS`` times; any other failure fails the fixture at once.
+        """
+        for attempt in range(1, START_ATTEMPTS + 1):
+            output_to = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True}
+            started = subprocess.Popen(self.command, env=ENV, start_new_session=True, **output_to)
+            self.group = started.pid
+            output = started.communicate(timeout=300)[0]
+            if started.returncode == 0:
+                break
+            timed_out = "timed out during startup" in output
+            assert timed_out and attempt < START_ATTEMPTS, output[-3000:]
+            kill_all(self.processes())
         flag = f"--node_manager_port={self.node_manager_port}"
         self.raylet = next(
             process for process in psutil.process_iter(["cmdline"]) if flag in (process.info["cmdline"] or [])
