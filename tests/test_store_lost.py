@@ -71,7 +71,7 @@ def test_a_store_lost_mid_search_stops_it_in_one_line_and_a_rerun_restores_its_f
     (line,) = said
     command = "python -m mnist_hpo " + " ".join(ARGS)
     # SQLite's own words for a database it can no longer write, whichever write met it first
-    reason = "(attempt to write a readonly database|unable to open database file|no such table: [a-z_]+)"
+    reason = "(attempt to write a readonly database|unable to open database file|disk I/O error|no such table: [a-z_]+)"
     expected = (
         re.escape(f"store lost: the tracking store {store_uri(tmp_path)} can no longer be written (")
         + reason

@@ -43,8 +43,9 @@ def lost_reason(error: BaseException) -> str | None:
     """Why ``error`` means the store is gone, in SQLite's own words, or None if it does not.
 
     SQLite reports a deleted database file as "attempt to write a readonly database" on an open
-    connection and "no such table" on a new one; a read-only file or folder as the former, or as
-    "unable to open database file".
+    connection and "no such table" on a new one; a read-only file or folder as the former, as
+    "unable to open database file", or, when a write's rollback journal can no longer be removed,
+    as "disk I/O error".
     """
     seen: set[int] = set()
     cause: BaseException | None = error
