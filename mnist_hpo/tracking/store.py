@@ -53,11 +53,17 @@ def resolve_store(config: TrackingConfig, launch_dir: Path) -> Store:
 
 
 def check_sqlite_file(path: Path) -> None:
-    """Fail clearly when a local SQLite store exists but is not a database."""
+    """Fail clearly when a local SQLite store exists but is not a database.
+
+    Opened read-write (``mode=rw``: never created here): a process killed mid-write leaves a hot
+    rollback journal, which SQLite rolls back on the first read of a writable connection, as
+    MLflow's own would. A read-only connection cannot, and reports a sound store as "attempt to
+    write a readonly database". The folder was proved writable first.
+    """
     if not path.exists():
         return
     try:
-        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as connection:
+        with sqlite3.connect(f"file:{path}?mode=rw", uri=True) as connection:
             connection.execute("select count(*) from sqlite_master").fetchone()
     except sqlite3.DatabaseError as error:
         raise ConfigError(
