@@ -14,8 +14,8 @@ from omegaconf import DictConfig
 
 from mnist_hpo.composition import check_command_line
 from mnist_hpo.config import SWEEP_RUN_ENV, ConfigError, moved_key, register_configs, typed
+from mnist_hpo.execution.runtime import configure_backend
 from mnist_hpo.redaction import redact
-from mnist_hpo.runtime import configure_backend
 from mnist_hpo.session import JobContext, Session, open_session
 from mnist_hpo.tracking.store_loss import TrackingStoreLost, guarded
 

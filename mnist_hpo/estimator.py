@@ -20,10 +20,12 @@ from sklearn.utils import ClassifierTags
 
 from mnist_hpo.choices import ONE_HOT_LOSSES
 from mnist_hpo.config import ExecutionConfig, ModelConfig
-from mnist_hpo.fit_keys import describe, digest_arrays, fit_key, key_from_digest, numerics_versions
-from mnist_hpo.fit_store import FitStore
+from mnist_hpo.execution.batches import BatchOrder
+from mnist_hpo.execution.fit_keys import describe, digest_arrays, key_from_digest, numerics_versions
+from mnist_hpo.execution.fit_store import FitStore
+from mnist_hpo.execution.model_cache import MODELS
+from mnist_hpo.execution.trainer import build_trainer, unfusable_reason
 from mnist_hpo.model import MNIST_META
-from mnist_hpo.model_cache import MODELS
 from mnist_hpo.params import builder_identity, estimator_params, load_builder
 
 log = logging.getLogger(__name__)
@@ -85,12 +87,20 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
     """
 
     def __init__(
-        self, fit_store: str | None = None, fit_store_budget_mb: int = 2048, model_cache_mb: int = 0, **kwargs: Any
+        self,
+        fit_store: str | None = None,
+        fit_store_budget_mb: int = 2048,
+        model_cache_mb: int = 0,
+        fusion: bool = False,
+        search_token: str | None = None,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         self.fit_store = fit_store
         self.fit_store_budget_mb = fit_store_budget_mb
         self.model_cache_mb = model_cache_mb
+        self.fusion = fusion
+        self.search_token = search_token
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
@@ -170,14 +180,19 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         """Fit a reset or fresh model (or restore the stored one), reporting the fit and epochs to callbacks."""
         store = FitStore(self.fit_store, self.fit_store_budget_mb * 2**20) if self.fit_store else None
         backend = keras.backend.backend()
+        digest = digest_arrays(X, y, sample_weight)  # once: the fit key and the batch order both need it
         self.fit_key_ = None
         stored = None
         if store is not None:
-            self.fit_key_ = fit_key(self.result_params(), backend, numerics_versions(backend), X, y, sample_weight)
+            self.fit_key_ = key_from_digest(self.result_params(), backend, numerics_versions(backend), digest)
             stored = store.load(self.fit_key_)
         if stored is not None and not self.restore(X, y, stored.weights, stored.history):
             stored = None
-        self.fit_reused_ = stored is not None
+        # A fit the fused executor trained for this very search was trained here, not reused.
+        self.fused_group_ = stored.meta.get("fused_group") if stored is not None else None
+        trained_here = stored is not None and self.search_token is not None
+        trained_here = trained_here and stored.meta.get("trained_by") == self.search_token
+        self.fit_reused_ = stored is not None and not trained_here
         self.fit_time_s_ = float(stored.meta.get("fit_time_s", math.nan)) if stored is not None else math.nan
         context = self._init_callback_context(max_subtasks=None)
         context.call_on_fit_task_begin(estimator=self, X=X, y=y)
@@ -189,7 +204,7 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         finished = False
         started = time.perf_counter()
         try:
-            super().fit(X, y, sample_weight=sample_weight, **kwargs)
+            self.train(X, y, sample_weight, digest, **kwargs)
             self._raise_if_diverged()
             finished = True
         except Exception as error:
@@ -206,6 +221,62 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
                 store.save(self.fit_key_, self.model_.get_weights(), self.history_, meta)
             context.call_on_fit_task_end(estimator=self, X=X, y=y)
         return self
+
+    def prepare(self, X: np.ndarray, y: np.ndarray) -> MnistCNNClassifier:
+        """Build (or take from the cache) and compile the model a fit on ``(X, y)`` starts from, untrained."""
+        self.initialize(X, y)
+        if not self.model_.compiled:
+            self.model_.compile(**self._get_compile_kwargs())
+        return self
+
+    def batch_order(self, rows: int, digest: str) -> BatchOrder:
+        """The batches a fit on ``rows`` rows with data digest ``digest`` trains on (execution/batches.py)."""
+        return BatchOrder.of(rows, self.validation_split, self.batch_size, self.random_state, digest)
+
+    def train(self, X: np.ndarray, y: np.ndarray, sample_weight: np.ndarray | None, digest: str, **kwargs) -> None:
+        """Train a fresh (or reset) model on ``(X, y)`` in the project's batch order.
+
+        Through Keras' ``fit`` (scikeras' public ``partial_fit``, one epoch a call, ``shuffle=False``),
+        the last ``validation_split`` of the rows as validation data, as Keras' own split takes them.
+        A fused group feeds its members the same batches (execution/trainer.py).
+        """
+        order = self.batch_order(len(X), digest)
+        self.initialize(X, y)
+        if self.fusion and sample_weight is None and not kwargs and self.train_compiled(X, y, order):
+            return
+        train = order.train_rows
+        if train < len(X):
+            kwargs["validation_data"] = (
+                self.feature_encoder_.transform(X[train:]),
+                self.target_encoder_.transform(y[train:]),
+            )
+        for epoch in range(self.epochs):
+            rows = order.permutation(epoch)
+            weights = None if sample_weight is None else np.asarray(sample_weight)[:train][rows]
+            self.partial_fit(
+                X[:train][rows], y[:train][rows], sample_weight=weights, shuffle=False, validation_split=0.0, **kwargs
+            )
+            if not math.isfinite(self.history_["loss"][-1]):
+                break
+
+    def train_compiled(self, X: np.ndarray, y: np.ndarray, order: BatchOrder) -> bool:
+        """Train alone in the compiled trainer (one call per epoch), as a fused group of one.
+
+        Returns False, having trained nothing, when the model is outside the compiled trainer
+        (trainer.unfusable_reason); Keras' ``fit`` then trains it.
+        """
+        if not self.model_.compiled:
+            self.model_.compile(**self._get_compile_kwargs())
+        if unfusable_reason(self.model_) is not None:
+            return False
+        trainer = build_trainer([self.model_], [self.loss not in ONE_HOT_LOSSES])
+        (result,) = trainer.fit(X, [self.target_encoder_.transform(y)], order, self.epochs)
+        self.model_.set_weights(result.weights)
+        self.history_ = {name: list(values) for name, values in result.history.items()}
+        if getattr(self, "_epoch_tasks", None) is not None:
+            for epoch in range(len(self.history_.get("loss", []))):
+                self._epoch_tasks.on_epoch_end(epoch, {name: values[epoch] for name, values in self.history_.items()})
+        return True
 
     def restore(self, X: np.ndarray, y: np.ndarray, weights: list[np.ndarray], history: dict[str, list[float]]) -> bool:
         """Become the fit that learned ``weights`` on ``(X, y)``, through scikeras' public ``initialize``.
@@ -238,7 +309,11 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
 
 
 def build_estimator(
-    model: ModelConfig, execution: ExecutionConfig, seed: int, fit_store: Path | None = None
+    model: ModelConfig,
+    execution: ExecutionConfig,
+    seed: int,
+    fit_store: Path | None = None,
+    search_token: str | None = None,
 ) -> MnistCNNClassifier:
     """Build the unfitted, seeded estimator for the ``model`` group, run as ``execution`` says.
 
@@ -248,7 +323,9 @@ def build_estimator(
 
     ``fit_store`` is the folder of finished fits (None: train every fit, keep none), kept within
     ``execution.fit_store_budget_mb``; ``execution.model_cache_mb`` bounds the compiled models a
-    process keeps (0: build every fit).
+    process keeps (0: build every fit). ``search_token`` names the search whose fused executor trained a
+    stored fit (so it counts as trained, not reused); ``execution.fusion`` trains a fit alone in the
+    compiled trainer.
     """
     return MnistCNNClassifier(
         model=load_builder(model.builder),
@@ -258,6 +335,8 @@ def build_estimator(
         fit_store=str(fit_store) if fit_store is not None else None,
         fit_store_budget_mb=execution.fit_store_budget_mb,
         model_cache_mb=execution.model_cache_mb,
+        fusion=execution.fusion,
+        search_token=search_token,
         **estimator_params(model),
     )
 

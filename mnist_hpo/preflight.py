@@ -20,7 +20,7 @@ import numpy as np
 
 from mnist_hpo.config import Config, ConfigError, ExecutionConfig
 from mnist_hpo.data import stratified_subset
-from mnist_hpo.fit_keys import describe
+from mnist_hpo.execution.fit_keys import describe
 from mnist_hpo.params import (
     BUILDER_PREFIX,
     CNN_ARGUMENTS,

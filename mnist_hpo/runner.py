@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import asdict, dataclass
 from functools import partial
 from pathlib import Path
@@ -17,6 +18,9 @@ from mnist_hpo.config import Config, config_yaml
 from mnist_hpo.data import MnistData
 from mnist_hpo.estimator import MnistCNNClassifier, build_estimator, parameter_counts, training_times
 from mnist_hpo.evaluation import SearchResult, summarize
+from mnist_hpo.execution.executors import temporary_fit_store, train_ahead
+from mnist_hpo.execution.fused import FusedReport
+from mnist_hpo.execution.workers import fit_workers
 from mnist_hpo.identity import resume_key
 from mnist_hpo.params import estimator_params
 from mnist_hpo.provenance import Provenance, git_commit
@@ -27,7 +31,6 @@ from mnist_hpo.session import JobContext, Session
 from mnist_hpo.space import build_space
 from mnist_hpo.tracking.links import run_links
 from mnist_hpo.tracking.search_run import SearchRunSpec, open_search_run
-from mnist_hpo.workers import fit_workers
 
 
 @dataclass(frozen=True)
@@ -78,12 +81,35 @@ def run_search(
     parent_run_id: str | None = None,
     run_name: str | None = None,
 ) -> SearchOutcome:
-    """Fit the search ``cfg`` describes on ``session.data``, record it, print its report."""
+    """Fit the search ``cfg`` describes on ``session.data``, record it, print its report.
+
+    Fused training hands its fits to the search through a fit store: with the store off, a temporary
+    one serves this search alone.
+    """
+    fingerprint = session.data.fingerprint()  # hashes every image: once per search
+    key = resume_key(cfg, fingerprint, keras.backend.backend())
+    args = (cfg, job, session, console, parent_run_id, run_name, key, fingerprint)
+    if session.fit_store is not None or not cfg.execution.fusion:
+        return fitted_search(*args, session.fit_store)
+    with temporary_fit_store() as folder:
+        return fitted_search(*args, folder)
+
+
+def fitted_search(
+    cfg: Config,
+    job: JobContext,
+    session: Session,
+    console: Console,
+    parent_run_id: str | None,
+    run_name: str | None,
+    key: str,
+    fingerprint: str,
+    fit_store: Path | None,
+) -> SearchOutcome:
+    """:func:`run_search` with its fit store folder chosen (a temporary one when fusion runs without a store)."""
     data = session.data
     backend = keras.backend.backend()
-    fingerprint = data.fingerprint()  # hashes every image: once per search
-    key = resume_key(cfg, fingerprint, backend)
-    estimator = build_estimator(cfg.model, cfg.execution, cfg.seed, fit_store=session.fit_store)
+    estimator = build_estimator(cfg.model, cfg.execution, cfg.seed, fit_store=fit_store, search_token=uuid.uuid4().hex)
     space = build_space(cfg.grid, allow_distributions=cfg.search.strategy != "grid")
     sizes = FoldSizes.of(len(data.y_train), cfg.search.cv)
     rule = rule_name(cfg.search.refit)
@@ -128,6 +154,11 @@ def run_search(
             console.print(f"Finished fits come from, and go to, the fit store {session.fit_store}.")
         progress = [ProgressBar(max_propagation_depth=0)] if cfg.execution.progress else []
         search.set_callbacks(*progress, *tracked.callbacks(cfg.search.cv, cfg.search.cv_repeats))
+        ahead = train_ahead(search, data.x_train, data.y_train, cfg.execution, fit_store) if fit_store else None
+        if isinstance(ahead, FusedReport):
+            console.print(ahead.line())
+        elif ahead and cfg.execution.fusion:
+            console.print(f"fused training does not apply: {ahead}; each fit trains alone")
         with fit_workers(cfg.execution):
             search.fit(data.x_train, data.y_train)
         cv = build_cv(cfg.search, cfg.seed)

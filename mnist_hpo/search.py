@@ -112,3 +112,8 @@ def candidate_params(search: SearchCV) -> Iterable[dict[str, Any]]:
     if isinstance(search, RandomizedSearchCV):
         return ParameterSampler(search.param_distributions, search.n_iter, random_state=search.random_state)
     return ParameterGrid(search.param_grid)
+
+
+def is_halving(search: SearchCV) -> bool:
+    """Whether ``search`` is successive halving, whose candidates depend on its earlier iterations."""
+    return isinstance(search, HalvingGridSearchCV | HalvingRandomSearchCV)

@@ -12,10 +12,10 @@ from typing import TYPE_CHECKING
 
 from mnist_hpo.config import Config, ExecutionConfig, TrackingConfig
 from mnist_hpo.data import MnistData, load_data
-from mnist_hpo.fit_store import FITS_SUBDIR, FitStore
+from mnist_hpo.execution.fit_store import FITS_SUBDIR, FitStore
+from mnist_hpo.execution.runtime import describe_device, seed_everything
 from mnist_hpo.preflight import preflight
 from mnist_hpo.provenance import package_versions
-from mnist_hpo.runtime import describe_device, seed_everything
 from mnist_hpo.tracking.links import check_ui_url
 from mnist_hpo.validation import validate_config
 

@@ -149,6 +149,7 @@ def validate_execution(execution: ExecutionConfig) -> None:
     if execution.gpu_memory_fraction is not None:
         number(0, 1.0001, closed_low=False)("execution.gpu_memory_fraction", execution.gpu_memory_fraction)
     number(1, integer=True)("execution.fit_store_budget_mb", execution.fit_store_budget_mb)
+    number(1, integer=True)("execution.fused_group_mb", execution.fused_group_mb)
 
 
 def validate_data(data: DataConfig) -> None:

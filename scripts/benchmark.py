@@ -204,7 +204,7 @@ def main() -> int:
         *args.set,
     ]
     cfg = compose(overrides)
-    from mnist_hpo.runtime import configure_backend
+    from mnist_hpo.execution.runtime import configure_backend
 
     configure_backend(cfg.backend, cfg.device)
     # Keras and its backend load here, untimed: otherwise the first way pays their ~4 s import.

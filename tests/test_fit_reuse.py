@@ -17,7 +17,7 @@ from mnist_hpo.config import DataConfig, ExecutionConfig, ModelConfig
 from mnist_hpo.data import load_data
 from mnist_hpo.dispatch import run
 from mnist_hpo.estimator import build_estimator
-from mnist_hpo.fit_store import FitStore
+from mnist_hpo.execution.fit_store import FitStore
 from mnist_hpo.session import JobContext
 
 QUICK = ("experiment=smoke", "execution.progress=false", "model.epochs=1", "tracking.log_model=false")
@@ -78,7 +78,7 @@ def test_a_corrupted_entry_is_warned_about_once_retrained_and_rewritten(tmp_path
     entry = sorted((tmp_path / "mlruns" / "fits").glob("*/*.npz"))[0]
     entry.write_text("garbage garbage")
 
-    with caplog.at_level(logging.WARNING, logger="mnist_hpo.fit_store"):
+    with caplog.at_level(logging.WARNING, logger="mnist_hpo.execution.fit_store"):
         search(tmp_path)
     warnings = [record.getMessage() for record in caplog.records if str(entry) in record.getMessage()]
     assert len(warnings) == 1, caplog.text

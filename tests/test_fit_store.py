@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from mnist_hpo.config import ConfigError
-from mnist_hpo.fit_keys import fit_key, numerics_versions
-from mnist_hpo.fit_store import FitStore, StoredFit
+from mnist_hpo.execution.fit_keys import fit_key, numerics_versions
+from mnist_hpo.execution.fit_store import FitStore, StoredFit
 
 ROOT = Path(__file__).resolve().parents[1]
 HISTORY = {"loss": [2.25, 1.0 / 3.0, 0.125], "accuracy": [0.1, 0.5, 0.9]}
@@ -46,12 +46,12 @@ def small_weights(seed: int = 0) -> list[np.ndarray]:
 
 
 def store_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [record.getMessage() for record in caplog.records if record.name == "mnist_hpo.fit_store"]
+    return [record.getMessage() for record in caplog.records if record.name == "mnist_hpo.execution.fit_store"]
 
 
 def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "mnist_hpo.fit_store", *args],
+        [sys.executable, "-m", "mnist_hpo.execution.fit_store", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
@@ -435,7 +435,7 @@ def test_fit_key_changes_with_everything_that_decides_a_fit_and_nothing_else():
 
 def test_fit_key_is_the_same_in_another_process():
     code = (
-        "import numpy as np; from mnist_hpo.fit_keys import fit_key; "
+        "import numpy as np; from mnist_hpo.execution.fit_keys import fit_key; "
         "print(fit_key({'a': [1, 2.5], 'f': np.mean}, 'jax', {'keras': '3.15'}, np.arange(6.0)))"
     )
     other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
@@ -455,7 +455,7 @@ def test_a_bad_entry_is_reported_on_stderr_from_a_loky_worker(tmp_path):
     store.save(key, small_weights(), HISTORY, META)
     store.path(key).write_text("garbage garbage")
     code = (
-        "import sys; from joblib import Parallel, delayed; from mnist_hpo.fit_store import FitStore; "
+        "import sys; from joblib import Parallel, delayed; from mnist_hpo.execution.fit_store import FitStore; "
         f"print(Parallel(n_jobs=2, backend='loky')(delayed(FitStore(sys.argv[1]).load)('{key}') for _ in range(1)))"
     )
     result = subprocess.run(

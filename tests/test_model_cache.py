@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
+from mnist_hpo.execution.model_cache import ModelCache
 from mnist_hpo.model import build_cnn
-from mnist_hpo.model_cache import ModelCache
 
 MB = 2**20
 

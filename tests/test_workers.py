@@ -5,7 +5,7 @@ from __future__ import annotations
 import joblib
 import pytest
 
-from mnist_hpo.workers import gpu_share, thread_budget
+from mnist_hpo.execution.workers import gpu_share, thread_budget
 
 CORES = joblib.cpu_count()
 

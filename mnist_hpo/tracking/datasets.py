@@ -16,7 +16,7 @@ from mlflow.entities import Dataset, DatasetInput, InputTag
 from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
 
-from mnist_hpo.fit_keys import digest_arrays
+from mnist_hpo.execution.fit_keys import digest_arrays
 
 TRAINING = "training"
 TEST = "test"

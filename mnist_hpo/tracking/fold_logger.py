@@ -25,6 +25,7 @@ from mnist_hpo.tracking.runs import (
     ERROR,
     FIT_KEY,
     FOLD,
+    FUSED_GROUP,
     ITERATION,
     LEVEL,
     MAX_TEXT,
@@ -255,11 +256,15 @@ class FoldLogger:
         if math.isfinite(fit_time):
             metrics.append(Metric("fit_time_s", fit_time, now, 0))
         key = getattr(estimator, "fit_key_", None)
+        fused = getattr(estimator, "fused_group_", None)
         if getattr(estimator, "fit_reused_", False):
             self.log_history(run_id, estimator.history_)
             tags += [RunTag(REUSED_FIT_KEY, key), RunTag(TRAINED_BY, self.origin_run(key))]
         elif key is not None:
             tags.append(RunTag(FIT_KEY, key))
+            if fused is not None:  # trained ahead by this search's fused executor: its epochs, logged at once
+                self.log_history(run_id, estimator.history_)
+                tags.append(RunTag(FUSED_GROUP, fused))
         client.log_batch(run_id, metrics=metrics, tags=tags)
         error = getattr(estimator, "fit_error_", None)
         close_run(client, run_id, RunStatus.FAILED if error else RunStatus.FINISHED, error)

@@ -42,6 +42,7 @@ FIT_KEY = "mnist_hpo.fit_key"
 REUSED = "mnist_hpo.reused"
 REUSED_FIT_KEY = "mnist_hpo.reused_fit_key"
 TRAINED_BY = "mnist_hpo.trained_by_run_id"
+FUSED_GROUP = "mnist_hpo.fused_group"  # the fused group that trained a fit, and how many members it had
 REUSED_FITS = "mnist_hpo.reused_fits"
 TRAINED_FITS = "mnist_hpo.trained_fits"
 FAILED_FITS = "mnist_hpo.failed_fits"

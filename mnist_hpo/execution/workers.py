@@ -33,7 +33,7 @@ def set_memory_ceiling(max_growth_mb: int) -> None:
     if not hasattr(process_executor, LOKY_MEMORY_CEILING):
         raise RuntimeError(
             f"joblib {joblib.__version__}: loky no longer has {LOKY_MEMORY_CEILING}, so "
-            "execution.worker_max_growth_mb cannot be enforced; pin joblib or update mnist_hpo.workers"
+            "execution.worker_max_growth_mb cannot be enforced; pin joblib or update mnist_hpo.execution.workers"
         )
     setattr(process_executor, LOKY_MEMORY_CEILING, max_growth_mb * 2**20)
 
@@ -115,7 +115,7 @@ def fit_workers(execution: ExecutionConfig) -> Iterator[None]:
     cluster through Ray's joblib backend (``execution.ray.address``; a local Ray when empty).
     """
     if execution.backend == "ray":
-        from mnist_hpo.ray_backend import ray_workers
+        from mnist_hpo.execution.ray_backend import ray_workers
 
         with ray_workers(execution.ray):
             yield

@@ -355,11 +355,11 @@ def _iso_date(text: str) -> datetime:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mnist_hpo.fit_store``: list the fit store or prune it."""
+    """``python -m mnist_hpo.execution.fit_store``: list the fit store or prune it."""
     from rich.console import Console
     from rich.table import Table
 
-    parser = argparse.ArgumentParser(prog="python -m mnist_hpo.fit_store", description=main.__doc__)
+    parser = argparse.ArgumentParser(prog="python -m mnist_hpo.execution.fit_store", description=main.__doc__)
     parser.add_argument("--store-dir", default="mlruns", help="the tracking store folder (default: mlruns)")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="how many fits the store holds, their size and age")

@@ -81,10 +81,21 @@ def describe_device(device: str) -> str:
     return f"gpu x{gpus}" if gpus else "cpu"
 
 
+# Whether the user asked for deterministic ops (``deterministic=true``); workers inherit it. TensorFlow's
+# own switch cannot say: scikeras turns op determinism on whenever it builds a model and leaves it on.
+DETERMINISTIC_ENV = "MNIST_HPO_DETERMINISTIC"
+
+
+def deterministic_asked() -> bool:
+    """Whether this job asked for deterministic ops (set by :func:`seed_everything`, inherited by workers)."""
+    return os.environ.get(DETERMINISTIC_ENV) == "1"
+
+
 def seed_everything(seed: int, deterministic: bool) -> None:
     """Seed Python, NumPy and the backend; with ``deterministic`` also force deterministic ops."""
     import keras
 
+    os.environ[DETERMINISTIC_ENV] = "1" if deterministic else "0"
     keras.utils.set_random_seed(seed)
     if deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf

@@ -1,0 +1,54 @@
+"""Executors: what makes a search's planned fits present before scikit-learn asks for them.
+
+The search itself always runs as scikit-learn runs it (``search.fit``), in loky or Ray workers
+(execution/workers.py). With ``execution.fusion`` (the default) the fused executor first trains the
+plan's missing fits in groups into the fit store, so every fit the search then makes is a restore.
+Where fusion does not apply, nothing is trained ahead and the workers train each fit alone.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+
+from mnist_hpo.config import ExecutionConfig
+from mnist_hpo.execution.fit_store import FitStore
+from mnist_hpo.execution.fused import FusedExecutor, FusedReport
+from mnist_hpo.execution.plan import FitPlan
+from mnist_hpo.search import SearchCV, is_halving
+
+
+def fusion_skipped(search: SearchCV, execution: ExecutionConfig) -> str | None:
+    """Why the fused executor does not run for ``search`` (None: it does)."""
+    if not execution.fusion:
+        return "execution.fusion=false"
+    if is_halving(search):
+        return "successive halving picks each iteration's candidates from the last one's scores"
+    return None
+
+
+@contextmanager
+def temporary_fit_store() -> Iterator[Path]:
+    """A fit store folder for one search, removed after it: where fused members go with the store off."""
+    with tempfile.TemporaryDirectory(prefix="mnist-hpo-fused-") as folder:
+        yield Path(folder)
+
+
+def train_ahead(
+    search: SearchCV, X: np.ndarray, y: np.ndarray, execution: ExecutionConfig, store: Path
+) -> FusedReport | str:
+    """Train the search's missing fits in fused groups into ``store``; the reason when fusion does not apply.
+
+    The search's estimator must already carry ``fit_store=store`` and a ``search_token``.
+    """
+    reason = fusion_skipped(search, execution)
+    if reason is not None:
+        return reason
+    plan = FitPlan.of(search, X, y)
+    fit_store = FitStore(store, execution.fit_store_budget_mb * 2**20)
+    executor = FusedExecutor(search.estimator, fit_store, execution.fused_group_mb, search.estimator.search_token)
+    return executor.run(plan, X, y)

@@ -1,0 +1,155 @@
+"""The fused executor: trains a plan's missing fits in groups, each group one model, into the fit store.
+
+Planned fits that share what fixes the step count and the update rule (every result-deciding
+parameter but the activation, the loss and the initializer) and a split form a group. A group trains
+as one fused model (execution/trainer.py); each member is written to the fit store under its own
+fit key as an ordinary fit, with its own per-epoch history. The scikit-learn search then runs as
+always and restores every fit, so ``cv_results_``, refit rules, callbacks and MLflow are unchanged.
+
+A member that fails (its loss turned non-finite) is not stored: the search trains it alone, where it
+fails as it would have unfused. A search killed mid-group keeps every group already stored; its
+restart trains only the members not in the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+from sklearn.base import clone
+
+from mnist_hpo.choices import ONE_HOT_LOSSES
+from mnist_hpo.execution.fit_keys import describe
+from mnist_hpo.execution.fit_store import FitStore
+from mnist_hpo.execution.plan import FitPlan, PlannedFit
+from mnist_hpo.execution.trainer import Trainer, build_trainer, unfusable_reason
+
+log = logging.getLogger(__name__)
+
+# Parameters members of one group may differ in: they change neither the step count nor the update rule.
+MEMBER_PARAMS = frozenset({"model__activation", "loss", "model__kernel_initializer"})
+BYTES_PER_FLOAT = 4
+ACTIVATION_COPIES = 4  # forward values, their gradients, and the temporaries of both, per layer output
+
+
+@dataclass
+class FusedReport:
+    """What the fused executor did: fits trained per group, failures, and what ran unfused and why."""
+
+    groups: int = 0
+    trained: int = 0
+    failed: int = 0
+    unfused: dict[str, int] = field(default_factory=dict)  # reason -> fits left to the search
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        """One line for the console."""
+        parts = [f"fused training: {self.trained} fit(s) in {self.groups} group(s), {self.seconds:.1f} s"]
+        if self.failed:
+            parts.append(f"{self.failed} failed (trained again alone)")
+        parts += [f"{count} unfused: {reason}" for reason, count in self.unfused.items()]
+        return "; ".join(parts)
+
+
+def group_key(params: dict[str, Any]) -> str:
+    """What members of one group share: every result-deciding parameter but :data:`MEMBER_PARAMS`."""
+    return ";".join(f"{name}={describe(params[name])}" for name in sorted(params) if name not in MEMBER_PARAMS)
+
+
+def member_bytes(model: keras.Model, batch_size: int, chunk: int) -> int:
+    """Memory one member needs in a fused step: its layer outputs for a batch (and a validation chunk), weights."""
+    values = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers if hasattr(layer, "output"))
+    weights = sum(int(np.prod(variable.shape)) for variable in model.trainable_variables)
+    return BYTES_PER_FLOAT * (ACTIVATION_COPIES * values * max(batch_size, chunk) + 4 * weights)
+
+
+class FusedExecutor:
+    """Makes every planned fit present in the fit store, training the missing ones in fused groups."""
+
+    def __init__(self, estimator: Any, store: FitStore, budget_mb: int, token: str | None = None) -> None:
+        """Args:
+        estimator: The search's unfitted estimator; each member is a clone with its candidate's parameters.
+        store: The fit store the search restores from.
+        budget_mb: Memory one group may take (members beyond it form another group).
+        token: Marks stored members as trained by this search (``search_token``); a fresh one if None.
+        """
+        self.estimator = estimator
+        self.store = store
+        self.budget = budget_mb * 2**20
+        self.token = token or uuid.uuid4().hex
+        self.trainers: dict[tuple, tuple[Trainer, list[Any]]] = {}
+
+    def run(self, plan: FitPlan, X: np.ndarray, y: np.ndarray) -> FusedReport:
+        """Train every planned fit the store does not hold; return what was done."""
+        started = time.perf_counter()
+        report = FusedReport()
+        pending = [fit for fit in plan.fits if not self.store.path(fit.key).exists()]
+        groups: dict[str, list[PlannedFit]] = defaultdict(list)
+        for fit in pending:
+            groups[group_key(clone(self.estimator).set_params(**fit.params).result_params())].append(fit)
+        for key, fits in groups.items():
+            by_split: dict[int, list[PlannedFit]] = defaultdict(list)
+            for fit in fits:
+                by_split[fit.split.index].append(fit)
+            for split_fits in by_split.values():
+                self.train_group(key, split_fits, X, y, report)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def members(self, fits: Sequence[PlannedFit], x_train: np.ndarray, y_train: np.ndarray) -> list[Any]:
+        """Each fit's estimator, built and compiled as its own fit would start (scikeras' ``initialize``)."""
+        return [clone(self.estimator).set_params(**fit.params).prepare(x_train, y_train) for fit in fits]
+
+    def train_group(self, key: str, fits: list[PlannedFit], X: np.ndarray, y: np.ndarray, report: FusedReport) -> None:
+        """Train the fits of one group on one split (in budget-sized parts) and store each member.
+
+        The trainer (and the members it was built from) serves every split of the same members: their
+        initial weights depend on the seed, the architecture and the classes, not on the rows.
+        """
+        split = fits[0].split
+        x_train, y_train = X[split.train], y[split.train]
+        classes = tuple(np.unique(y_train).tolist())
+        trainer_key = (key, tuple(describe(fit.params) for fit in fits), classes)
+        if trainer_key not in self.trainers:
+            members = self.members(fits, x_train, y_train)
+            reason = next((r for r in (unfusable_reason(member.model_) for member in members) if r), None)
+            if reason is not None:
+                report.unfused[reason] = report.unfused.get(reason, 0) + len(fits)
+                return
+            size = max(1, int(self.budget // max(member_bytes(members[0].model_, members[0].batch_size, 1024), 1)))
+            if len(fits) > size:
+                for start in range(0, len(fits), size):
+                    self.train_group(f"{key}#{start}", fits[start : start + size], X, y, report)
+                return
+            sparse = [member.loss not in ONE_HOT_LOSSES for member in members]
+            self.trainers[trainer_key] = (build_trainer([member.model_ for member in members], sparse), members)
+        trainer, members = self.trainers[trainer_key]
+        order = members[0].batch_order(len(x_train), split.digest)
+        targets = [member.target_encoder_.transform(y_train) for member in members]
+        started = time.perf_counter()
+        results = trainer.fit(x_train, targets, order, members[0].epochs)
+        share = (time.perf_counter() - started) / len(fits)
+        report.groups += 1
+        group = f"{self.token[:8]}-{report.groups}"
+        for fit, member, result in zip(fits, members, results, strict=True):
+            if result.error is not None:
+                report.failed += 1
+                log.info("fused group %s: candidate %d, split %d: %s", group, fit.candidate, split.index, result.error)
+                continue
+            meta = {
+                "fit_time_s": share,
+                "classes": member.classes_.tolist(),
+                "samples": len(x_train),
+                "fused_group": group,
+                "fused_members": len(fits),
+                "trained_by": self.token,
+            }
+            if self.store.save(fit.key, result.weights, result.history, meta):
+                report.trained += 1

@@ -1,0 +1,61 @@
+"""The fit plan: every (candidate, split) fit a search will make, with its rows and fit key, computed once."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import keras
+import numpy as np
+from sklearn.base import clone
+
+from mnist_hpo.execution.fit_keys import digest_arrays, key_from_digest, numerics_versions
+from mnist_hpo.search import SearchCV, candidate_params
+
+
+@dataclass(frozen=True)
+class Split:
+    """One split of the search's folds: its training rows, hashed once for every fit on it."""
+
+    index: int  # the split's index in cv_results_ (repeat * folds + fold)
+    train: np.ndarray
+    digest: str  # fit_keys.digest_arrays of the training rows (X, y, no sample weights)
+
+
+@dataclass(frozen=True)
+class PlannedFit:
+    """One fit of the search: a candidate's parameters on one split, under its fit-store key."""
+
+    candidate: int
+    split: Split
+    params: dict[str, Any]
+    key: str
+
+
+@dataclass(frozen=True)
+class FitPlan:
+    """Every fit of a search, from public scikit-learn API: its candidates and ``cv.split``."""
+
+    fits: tuple[PlannedFit, ...]
+    splits: tuple[Split, ...]
+
+    @classmethod
+    def of(cls, search: SearchCV, X: np.ndarray, y: np.ndarray) -> FitPlan:
+        """The plan of ``search`` on ``(X, y)``; its estimator must be this project's classifier.
+
+        The fit keys are those the estimator computes when it fits (the same digest of the same rows),
+        so a fit an executor stores is the one the search then restores.
+        """
+        backend = keras.backend.backend()
+        versions = numerics_versions(backend)
+        splits = tuple(
+            Split(index, train, digest_arrays(X[train], y[train], None))
+            for index, (train, _) in enumerate(search.cv.split(X, y))
+        )
+        fits = []
+        for candidate, params in enumerate(candidate_params(search)):
+            result_params = clone(search.estimator).set_params(**params).result_params()
+            for split in splits:
+                key = key_from_digest(result_params, backend, versions, split.digest)
+                fits.append(PlannedFit(candidate, split, dict(params), key))
+        return cls(tuple(fits), splits)

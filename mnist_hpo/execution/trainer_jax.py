@@ -1,0 +1,95 @@
+"""The compiled trainer on JAX: one ``jax.jit`` call per epoch, its steps a ``lax.scan``, Keras' stateless optimizer."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+
+from mnist_hpo.execution.batches import BatchOrder
+from mnist_hpo.execution.fused_model import FusedModel
+from mnist_hpo.execution.trainer import MemberFit, Trainer
+
+
+class JaxTrainer(Trainer):
+    """The state is explicit (trainable, non-trainable, optimizer values), so every fold reuses the compiled epoch."""
+
+    def __init__(self, fused: FusedModel, models: Sequence[keras.Model], sparse: Sequence[bool]) -> None:
+        super().__init__(fused, models, sparse)
+        variables = [keras.Variable(value) for value in fused.trainable]
+        self.optimizer = self.new_optimizer()
+        self.optimizer.build(variables)
+        self.initial_optimizer = [variable.value for variable in self.optimizer.variables]
+        self.epoch = jax.jit(self.epoch_fn)
+
+    def epoch_fn(self, state: Any, alive: Any, x: Any, ys: Any, steps: Any, validation: Any) -> Any:
+        """One epoch of every member: the scan of its steps, then its validation sums."""
+
+        def total(trainable: Any, non_trainable: Any, xb: Any, yb: Any, weight: Any, alive: Any) -> Any:
+            probabilities, non_trainable, regularisation = self.fused.forward(trainable, non_trainable, xb, True)
+            losses, corrects = self.member_losses(probabilities, regularisation, yb, weight)
+            return jnp.sum(jnp.where(alive, losses, 0.0)), (losses, corrects, non_trainable)
+
+        def step(carry: Any, batch: Any) -> Any:
+            (trainable, non_trainable, optimizer), alive, sums = carry
+            index, weight = batch
+            xb = jnp.take(x, index, axis=0)
+            yb = [jnp.take(y, index, axis=0) for y in ys]
+            grads, (losses, corrects, non_trainable_next) = jax.grad(total, has_aux=True)(
+                trainable, non_trainable, xb, yb, weight, alive
+            )
+            trainable_next, optimizer = self.optimizer.stateless_apply(optimizer, grads, trainable)
+            ok = alive & jnp.isfinite(losses)
+            trainable = [
+                jnp.where(self.member_mask(ok, tensor, new.ndim), new, old)
+                for tensor, (new, old) in enumerate(zip(trainable_next, trainable, strict=True))
+            ]
+            non_trainable = non_trainable_next  # dropout seed states: they decide no other member's numbers
+            rows = jnp.sum(weight)
+            sums = sums + jnp.stack([jnp.where(alive, losses, jnp.nan) * rows, corrects], axis=1)
+            return ((trainable, non_trainable, optimizer), ok, sums), None
+
+        sums = jnp.zeros((self.fused.members, 2), dtype="float32")
+        (state, alive, sums), _ = jax.lax.scan(step, (state, alive, sums), steps)
+        trainable, non_trainable, _ = state
+
+        def chunk(totals: Any, batch: Any) -> Any:
+            xc, yc, wc = batch
+            probabilities, _, regularisation = self.fused.forward(trainable, non_trainable, xc, False)
+            losses, corrects = self.member_losses(probabilities, regularisation, yc, wc)
+            return totals + jnp.stack([losses * jnp.sum(wc), corrects], axis=1), None
+
+        totals, _ = jax.lax.scan(chunk, jnp.zeros((self.fused.members, 2), dtype="float32"), validation)
+        return state, alive, sums, totals
+
+    def fit(self, x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder, epochs: int) -> list[MemberFit]:
+        """Train every member from its initial state; one compiled call per epoch."""
+        xv, yv, wv = self.validation_chunks(x, targets, order)
+        validation = (jnp.asarray(xv), [jnp.asarray(y) for y in yv], jnp.asarray(wv))
+        x_device = jnp.asarray(x)
+        ys = [jnp.asarray(target) for target in targets]
+        carry = {
+            "state": (
+                [jnp.asarray(value) for value in self.fused.trainable],
+                [jnp.asarray(value) for value in self.fused.non_trainable],
+                list(self.initial_optimizer),
+            ),
+            "alive": jnp.ones(self.fused.members, dtype=bool),
+        }
+
+        def epoch_call(epoch: int) -> tuple[Any, Any, Any]:
+            index, weight = order.steps_layout(epoch)
+            steps = (jnp.asarray(index), jnp.asarray(weight))
+            carry["state"], carry["alive"], sums, totals = self.epoch(
+                carry["state"], carry["alive"], x_device, ys, steps, validation
+            )
+            return carry["alive"], sums, totals
+
+        histories, failed = self.run_epochs(epoch_call, order, epochs)
+        trainable, non_trainable, _ = carry["state"]
+        weights = self.fused.member_weights([np.asarray(t) for t in trainable], [np.asarray(n) for n in non_trainable])
+        return self.results(weights, histories, failed)

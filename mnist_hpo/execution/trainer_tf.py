@@ -1,0 +1,141 @@
+"""The compiled trainer on TensorFlow: one ``tf.function(jit_compile=True)`` call per epoch over a ``tf.while_loop``."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.python.framework import config as tf_config
+
+from mnist_hpo.execution.batches import BatchOrder
+from mnist_hpo.execution.fused_model import FusedModel
+from mnist_hpo.execution.runtime import deterministic_asked
+from mnist_hpo.execution.trainer import MemberFit, Trainer
+
+
+@contextmanager
+def op_determinism(enabled: bool) -> Iterator[None]:
+    """TensorFlow's op determinism set to ``enabled`` for the block, then as it was.
+
+    scikeras enables it process-wide whenever it builds a model and leaves it on; XLA then refuses
+    MaxPool's gradient. Only what the user asked for (``deterministic``) decides it here. The one
+    reach into TensorFlow's non-public ``config`` module: the public API can set it but not read it.
+    """
+    before = tf_config.is_op_determinism_enabled()
+    if enabled != before:
+        (tf_config.enable_op_determinism if enabled else tf_config.disable_op_determinism)()
+    try:
+        yield
+    finally:
+        if enabled != before:
+            (tf_config.enable_op_determinism if before else tf_config.disable_op_determinism)()
+
+
+class TensorFlowTrainer(Trainer):
+    """The members' parameters live in Keras variables, reset to the initial values at every fold.
+
+    TensorFlow optimizers update variables in place (``stateless_apply`` raises on this backend):
+    each step applies the gradients, then puts back the previous values of frozen members' slices.
+    """
+
+    def __init__(self, fused: FusedModel, models: Sequence[keras.Model], sparse: Sequence[bool]) -> None:
+        super().__init__(fused, models, sparse)
+        self.trainable = [keras.Variable(value) for value in fused.trainable]
+        self.non_trainable = [keras.Variable(value, trainable=False) for value in fused.non_trainable]
+        self.optimizer = self.new_optimizer()
+        self.optimizer.build(self.trainable)
+        self.initial_optimizer = [np.array(variable.numpy()) for variable in self.optimizer.variables]
+        # XLA has no deterministic kernel for some gradients: deterministic=true runs the same loop as a
+        # TensorFlow graph instead, slower but still one call per epoch.
+        self.deterministic = deterministic_asked()
+        self.epoch = tf.function(self.epoch_fn, jit_compile=not self.deterministic)
+
+    def reset(self) -> None:
+        """Every member back at its initial weights, optimizer slots and step counter."""
+        for variable, value in zip(self.trainable, self.fused.trainable, strict=True):
+            variable.assign(value)
+        for variable, value in zip(self.non_trainable, self.fused.non_trainable, strict=True):
+            variable.assign(value)
+        for variable, value in zip(self.optimizer.variables, self.initial_optimizer, strict=True):
+            variable.assign(value)
+
+    def step(self, xb: Any, yb: Any, weight: Any, alive: Any) -> tuple[Any, Any, Any]:
+        """One optimizer step of every member; returns (alive after it, losses, correct counts)."""
+        with tf.GradientTape() as tape:
+            values = [variable.value for variable in self.trainable]
+            tape.watch(values)
+            probabilities, non_trainable, regularisation = self.fused.forward(
+                values, [variable.value for variable in self.non_trainable], xb, True
+            )
+            losses, corrects = self.member_losses(probabilities, regularisation, yb, weight)
+            total = tf.reduce_sum(tf.where(alive, losses, 0.0))
+        grads = tape.gradient(total, values)
+        grads = [tf.zeros_like(value) if grad is None else grad for grad, value in zip(grads, values, strict=True)]
+        before = [tf.identity(value) for value in values]
+        self.optimizer.apply_gradients(zip(grads, self.trainable, strict=True))
+        ok = tf.logical_and(alive, tf.math.is_finite(losses))
+        for tensor, (variable, old) in enumerate(zip(self.trainable, before, strict=True)):
+            variable.assign(tf.where(self.member_mask(ok, tensor, len(old.shape)), variable.value, old))
+        for variable, value in zip(self.non_trainable, non_trainable, strict=True):
+            variable.assign(value)
+        return ok, losses, corrects
+
+    def epoch_fn(self, alive: Any, x: Any, ys: Any, index: Any, weight: Any, xv: Any, yvs: Any, wv: Any) -> Any:
+        """One epoch of every member: the loop of its steps, then its validation sums."""
+        members = self.fused.members
+
+        def body(step: Any, alive: Any, sums: Any) -> Any:
+            rows = tf.gather(index, step)
+            yb = [tf.gather(y, rows) for y in ys]
+            ok, losses, corrects = self.step(tf.gather(x, rows), yb, weight[step], alive)
+            count = tf.reduce_sum(weight[step])
+            sums = sums + tf.stack([tf.where(alive, losses, np.nan) * count, corrects], axis=1)
+            return step + 1, ok, sums
+
+        _, alive, sums = tf.while_loop(
+            lambda step, *_: step < tf.shape(index)[0],
+            body,
+            (tf.constant(0), alive, tf.zeros((members, 2), dtype=tf.float32)),
+        )
+        trainable = [variable.value for variable in self.trainable]
+        non_trainable = [variable.value for variable in self.non_trainable]
+
+        def chunk(position: Any, totals: Any) -> Any:
+            wc = wv[position]
+            yc = [y[position] for y in yvs]
+            probabilities, _, regularisation = self.fused.forward(trainable, non_trainable, xv[position], False)
+            losses, corrects = self.member_losses(probabilities, regularisation, yc, wc)
+            return position + 1, totals + tf.stack([losses * tf.reduce_sum(wc), corrects], axis=1)
+
+        _, validation = tf.while_loop(
+            lambda position, _: position < tf.shape(xv)[0],
+            chunk,
+            (tf.constant(0), tf.zeros((members, 2), dtype=tf.float32)),
+        )
+        return alive, sums, validation
+
+    def fit(self, x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder, epochs: int) -> list[MemberFit]:
+        """Train every member from its initial state; one compiled call per epoch."""
+        self.reset()
+        xv, yv, wv = self.validation_chunks(x, targets, order)
+        data = (tf.constant(x), [tf.constant(target) for target in targets])
+        validation = (tf.constant(xv), [tf.constant(y) for y in yv], tf.constant(wv))
+        state = {"alive": tf.ones(self.fused.members, dtype=tf.bool)}
+
+        def epoch_call(epoch: int) -> tuple[Any, Any, Any]:
+            index, weight = order.steps_layout(epoch)
+            with op_determinism(self.deterministic):
+                state["alive"], sums, totals = self.epoch(
+                    state["alive"], *data, tf.constant(index), tf.constant(weight), *validation
+                )
+            return state["alive"], sums, totals
+
+        histories, failed = self.run_epochs(epoch_call, order, epochs)
+        weights = self.fused.member_weights(
+            [variable.numpy() for variable in self.trainable], [variable.numpy() for variable in self.non_trainable]
+        )
+        return self.results(weights, histories, failed)

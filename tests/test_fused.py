@@ -1,0 +1,185 @@
+"""Fused training: members equal their unfused twins, fail alone, resume after kill -9, on TensorFlow and JAX."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import run_cli, store_uri
+from mlflow_tree import runs_by_level
+from scipy.stats import spearmanr
+from sklearn.base import clone
+
+from mnist_hpo.config import DataConfig, ExecutionConfig, ModelConfig
+from mnist_hpo.data import load_data
+from mnist_hpo.estimator import build_estimator
+from mnist_hpo.execution.fit_keys import digest_arrays
+from mnist_hpo.execution.fused_model import SideBySide, WideCNN
+from mnist_hpo.execution.trainer import build_trainer
+
+# 3 activations x 2 losses on the package's 1-filter CNN: one fused group per split.
+GRID = [
+    "experiment=smoke",
+    "grid=empty",
+    "+grid.model__activation=[relu,tanh,prelu]",
+    "+grid.loss=[mse,categorical_crossentropy]",
+    "model.conv_filters=[1]",
+    "model.kernel_size=5",
+    "model.dense_units=0",
+    "model.epochs=2",
+    "model.validation_split=0.1",
+    "search.refit=false",
+    "execution.progress=false",
+    "hydra.run.dir=out",
+]
+
+
+def cv_scores(folder: Path) -> pd.DataFrame:
+    """Each candidate's fold scores from a run's ``cv_results.csv``, by its parameters."""
+    frame = pd.read_csv(folder / "out" / "cv_results.csv")
+    return frame.set_index("params")[["split0_test_score", "split1_test_score", "mean_test_score"]]
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_a_fused_grid_scores_as_the_same_grid_unfused(tmp_path, backend):
+    runs = {}
+    for fusion in ("true", "false"):
+        folder = tmp_path / fusion
+        folder.mkdir()
+        result = run_cli(*GRID, f"backend={backend}", f"execution.fusion={fusion}", cwd=folder)
+        assert result.returncode == 0, result.stderr[-3000:]
+        runs[fusion] = cv_scores(folder)
+        said = "fused training: 12 fit(s) in 2 group(s)" in result.stdout
+        assert said == (fusion == "true"), result.stdout
+    fused, unfused = runs["true"], runs["false"].loc[runs["true"].index]
+    difference = (fused - unfused).abs()
+    assert difference.to_numpy().max() <= 0.01, difference
+    assert difference["mean_test_score"].mean() <= 0.005
+    assert spearmanr(fused["mean_test_score"], unfused["mean_test_score"]).statistic >= 0.9
+    # Fold runs say how they trained: every fused one names its group, with a fit time of its share.
+    levels = runs_by_level(store_uri(tmp_path / "true"))
+    folds = levels["fold"]
+    assert len(folds) == 12 and all(run.data.tags.get("mnist_hpo.fused_group") for run in folds)
+    assert all(run.data.metrics["fit_time_s"] > 0 for run in folds)
+    assert {len(run.data.metrics) for run in folds} == {len(levels["fold"][0].data.metrics)}
+    (search,) = levels["search"]
+    assert search.data.tags["mnist_hpo.trained_fits"] == "12" and search.data.tags["mnist_hpo.reused_fits"] == "0"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    data = load_data(DataConfig(train_size=600, test_size=100), seed=0)
+    return data.x_train, data.y_train
+
+
+def members(x, y, activations, **model):
+    base = build_estimator(
+        ModelConfig(epochs=2, batch_size=32, validation_split=0.1, **model), ExecutionConfig(model_cache_mb=0), 0
+    )
+    return [clone(base).set_params(model__activation=name).prepare(x, y) for name in activations]
+
+
+def train(estimators, x, y, wide=True):
+    trainer = build_trainer([e.model_ for e in estimators], [False] * len(estimators), wide=wide)
+    order = estimators[0].batch_order(len(x), digest_arrays(x, y, None))
+    return trainer, trainer.fit(x, [e.target_encoder_.transform(y) for e in estimators], order, 2)
+
+
+@pytest.mark.parametrize(
+    "architecture",
+    [
+        dict(conv_filters=[1], kernel_size=5, dense_units=0, padding="same"),
+        dict(conv_filters=[2, 3], kernel_size=3, dense_units=8, padding="valid", pool_size=2),
+    ],
+)
+def test_each_wide_member_learns_what_its_keras_fit_learns(digits, architecture):
+    x, y = digits
+    activations = ["relu", "leaky_relu", "tanh"]
+    trainer, fused = train(members(x, y, activations, **architecture), x, y)
+    assert isinstance(trainer.fused, WideCNN)
+    for name, result in zip(activations, fused, strict=True):
+        (alone,) = [clone(e).fit(x, y) for e in members(x, y, [name], **architecture)]
+        for mine, theirs in zip(result.weights, alone.model_.get_weights(), strict=True):
+            np.testing.assert_allclose(mine, theirs, atol=2e-5)
+        for metric, values in alone.history_.items():
+            np.testing.assert_allclose(result.history[metric], values, atol=1e-5)
+
+
+def test_a_model_outside_the_wide_form_trains_side_by_side_and_exactly(digits):
+    x, y = digits
+    estimators = members(x, y, ["relu", "sigmoid"], conv_filters=[2], dense_units=4, dropout_dense=0.2)
+    trainer, fused = train(estimators, x, y)
+    assert isinstance(trainer.fused, SideBySide)  # dropout: each member's own Keras layers and seeds
+    alone = clone(estimators[1]).fit(x, y)
+    np.testing.assert_allclose(fused[1].history["loss"], alone.history_["loss"], atol=1e-5)
+
+
+@pytest.mark.parametrize("wide", [True, False])
+def test_a_diverging_member_fails_alone_and_the_others_train_as_without_it(digits, wide):
+    x, y = digits
+    activations = ["relu", "tanh", "sigmoid"]
+    estimators = members(x, y, activations, conv_filters=[1], kernel_size=5, dense_units=0)
+    broken = estimators[1].model_
+    broken.set_weights([w if w.ndim < 2 else np.full_like(w, 1e30) for w in broken.get_weights()])
+    _, fused = train(estimators, x, y, wide)
+    assert fused[1].error == "training loss became non-finite at epoch 1"
+    _, without = train(members(x, y, ["relu", "sigmoid"], conv_filters=[1], kernel_size=5, dense_units=0), x, y, wide)
+    for kept, alone in zip([fused[0], fused[2]], without, strict=True):
+        assert kept.error is None
+        for mine, theirs in zip(kept.weights, alone.weights, strict=True):
+            np.testing.assert_allclose(mine, theirs, atol=1e-6)
+
+
+KILL_IN_GROUP = """
+import os, signal, sys
+from mnist_hpo import __main__ as cli_module
+from mnist_hpo.execution.fit_store import FitStore
+
+save = FitStore.save
+saved = []
+
+
+def save_then_die(self, *args, **kwargs):
+    result = save(self, *args, **kwargs)
+    saved.append(args[0])
+    if len(saved) == int(os.environ["KILL_AFTER_SAVES"]):
+        os.kill(os.getpid(), signal.SIGKILL)
+    return result
+
+
+FitStore.save = save_then_die
+sys.argv = ["mnist_hpo", *sys.argv[1:]]
+cli_module.cli()
+"""
+
+
+def test_a_search_killed_mid_group_retrains_only_the_missing_members(tmp_path):
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    process = subprocess.run(
+        [sys.executable, "-c", KILL_IN_GROUP, *GRID],
+        cwd=killed,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "KILL_AFTER_SAVES": "8"},  # the first group (6 members) and 2 of the second
+    )
+    assert process.returncode == -9, process.stderr[-3000:]
+    restart = run_cli(*GRID, cwd=killed)
+    assert restart.returncode == 0, restart.stderr[-3000:]
+    assert "fused training: 4 fit(s) in 1 group(s)" in restart.stdout
+    levels = runs_by_level(store_uri(killed))
+    statuses = Counter(run.info.status for runs in levels.values() for run in runs)
+    assert "RUNNING" not in statuses
+    (search,) = levels["search"]
+    assert search.data.tags["mnist_hpo.reused_fits"] == "8"
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    assert run_cli(*GRID, cwd=fresh).returncode == 0
+    pd.testing.assert_frame_equal(cv_scores(killed), cv_scores(fresh).loc[cv_scores(killed).index])
