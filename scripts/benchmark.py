@@ -1,4 +1,4 @@
-"""Time the same grid three ways: the project's runner, plain scikeras + GridSearchCV, bare model.fit.
+"""Time the same grid several ways: the runner unfused and fused, plain scikeras + GridSearchCV, bare model.fit.
 
     python scripts/benchmark.py --data PATH_TO_MNIST_NPZ [--out benchmark.json] [--full] [--set KEY=VALUE ...]
 
@@ -9,7 +9,9 @@ candidates on the same folds with the same model and epochs; none refits at the 
 the training folds (the runner is told so: ``search.refit=false search.return_train_score=false``):
 
 1. runner   - ``mnist_hpo.runner.run`` with MLflow tracking on (a temporary store) and the
-              project's defaults; ``--set`` passes config overrides (e.g. ``execution.n_jobs=1``).
+              project's defaults but ``execution.fusion=false``: every fit one Keras ``fit``;
+              ``--set`` passes config overrides (e.g. ``execution.n_jobs=1``).
+   fused    - the same with ``execution.fusion=true``: the grid's fits trained in fused groups.
 2. baseline - a plain scikeras ``KerasClassifier`` in ``GridSearchCV`` with library defaults,
               as the seed notebooks wrote it (model compiled in the build function, one-hot targets).
 3. floor    - the same fits as bare ``model.fit`` calls in a loop: no sklearn, scikeras or MLflow.
@@ -29,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +47,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--out", default="benchmark.json", help="JSON results file (default: ./benchmark.json)")
     parser.add_argument("--full", action="store_true", help="the published workload: 60,000 images, 5 epochs")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="runner config override")
-    parser.add_argument("--ways", default="runner,baseline,floor", help="comma-separated subset to run")
+    parser.add_argument("--ways", default="runner,fused,baseline,floor", help="comma-separated subset to run")
     return parser.parse_args()
 
 
@@ -217,8 +220,11 @@ def main() -> int:
 
     data = load_data(cfg.data, cfg.seed)
     folds = list(StratifiedKFold(cfg.search.cv, shuffle=True, random_state=cfg.seed).split(data.x_train, data.y_train))
+    unfused = replace(cfg, execution=replace(cfg.execution, fusion=False))
+    fused = replace(cfg, execution=replace(cfg.execution, fusion=True))
     ways: dict[str, Callable[[], Scores]] = {
-        "runner": lambda: run_runner(cfg),
+        "runner": lambda: run_runner(unfused),
+        "fused": lambda: run_runner(fused),
         "baseline": lambda: run_baseline(cfg, data, folds),
         "floor": lambda: run_floor(cfg, data, folds),
     }
@@ -244,10 +250,10 @@ def main() -> int:
         }
         console.print(f"{way}: {wall:.1f} s, mean CV score {results[way]['mean_cv_score']:.4f}")
     ratios = {}
-    if "runner" in results:
-        for other in ("baseline", "floor"):
-            if other in results:
-                ratios[f"runner/{other}"] = round(results["runner"]["wall_s"] / results[other]["wall_s"], 3)
+    for way in ("runner", "fused"):
+        for other in ("runner", "baseline", "floor"):
+            if way in results and other in results and other != way:
+                ratios[f"{way}/{other}"] = round(results[way]["wall_s"] / results[other]["wall_s"], 3)
     report = {
         "command": " ".join([sys.executable, *sys.argv]),
         "machine": machine(),
@@ -255,12 +261,14 @@ def main() -> int:
         **results,
         "ratios": ratios,
     }
-    table = Table(title="Same grid, three ways")
-    for column in ("way", "wall s", "mean CV score", "ratio runner/way"):
+    table = Table(title="Same grid, side by side")
+    for column in ("way", "wall s", "mean CV score", "runner s / way s"):
         table.add_column(column, justify="left" if column == "way" else "right")
     for way, result in results.items():
-        ratio = ratios.get(f"runner/{way}", 1.0 if way == "runner" else None)
-        table.add_row(way, f"{result['wall_s']:.1f}", f"{result['mean_cv_score']:.4f}", f"{ratio:.3f}" if ratio else "")
+        speedup = results["runner"]["wall_s"] / result["wall_s"] if "runner" in results else None
+        table.add_row(
+            way, f"{result['wall_s']:.1f}", f"{result['mean_cv_score']:.4f}", f"{speedup:.2f}x" if speedup else ""
+        )
     console.print(table)
     if len(results) > 1:
         keys = set.intersection(*(set(result["scores"]) for result in results.values()))

@@ -72,19 +72,24 @@ cli_module.cli()
 """
 
 
+def run_code(code: str, *args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run ``python -c CODE ARGS`` in ``cwd`` with ``env`` added to this environment."""
+    return subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, **env},
+    )
+
+
 def run_cli_killed_after(fits: int, *args: str, cwd: Path, signal_name: str = "SIGKILL") -> subprocess.CompletedProcess:
     """Run ``python -m mnist_hpo ARGS`` in ``cwd`` until it signals itself after ``fits`` fits (in-process).
 
     SIGKILL (the default) ends it at once, as ``kill -9`` does; SIGINT is a Ctrl-C.
     """
-    process = subprocess.run(
-        [sys.executable, "-c", KILL_AFTER_FITS, *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "KILL_AFTER_FITS": str(fits), "KILL_SIGNAL": signal_name},
-    )
+    process = run_code(KILL_AFTER_FITS, *args, cwd=cwd, env={"KILL_AFTER_FITS": str(fits), "KILL_SIGNAL": signal_name})
     if signal_name == "SIGKILL":
         assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
     return process

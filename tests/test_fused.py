@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli, store_uri
+from conftest import run_cli, run_code, store_uri
 from mlflow_tree import runs_by_level
 from scipy.stats import spearmanr
 from sklearn.base import clone
@@ -19,9 +16,9 @@ from sklearn.base import clone
 from mnist_hpo.config import DataConfig, ExecutionConfig, ModelConfig
 from mnist_hpo.data import load_data
 from mnist_hpo.estimator import build_estimator
+from mnist_hpo.execution.compiled import build_trainer
 from mnist_hpo.execution.fit_keys import digest_arrays
 from mnist_hpo.execution.fused_model import SideBySide, WideCNN
-from mnist_hpo.execution.trainer import build_trainer
 
 # 3 activations x 2 losses on the package's 1-filter CNN: one fused group per split.
 GRID = [
@@ -38,6 +35,7 @@ GRID = [
     "execution.progress=false",
     "hydra.run.dir=out",
 ]
+FUSED = [*GRID, "execution.fusion=true"]
 
 
 def cv_scores(folder: Path) -> pd.DataFrame:
@@ -162,16 +160,10 @@ cli_module.cli()
 def test_a_search_killed_mid_group_retrains_only_the_missing_members(tmp_path):
     killed = tmp_path / "killed"
     killed.mkdir()
-    process = subprocess.run(
-        [sys.executable, "-c", KILL_IN_GROUP, *GRID],
-        cwd=killed,
-        capture_output=True,
-        text=True,
-        timeout=900,
-        env={**os.environ, "KILL_AFTER_SAVES": "8"},  # the first group (6 members) and 2 of the second
-    )
+    # Killed once the first group (6 members) and 2 members of the second are stored.
+    process = run_code(KILL_IN_GROUP, *FUSED, cwd=killed, env={"KILL_AFTER_SAVES": "8"})
     assert process.returncode == -9, process.stderr[-3000:]
-    restart = run_cli(*GRID, cwd=killed)
+    restart = run_cli(*FUSED, cwd=killed)
     assert restart.returncode == 0, restart.stderr[-3000:]
     assert "fused training: 4 fit(s) in 1 group(s)" in restart.stdout
     levels = runs_by_level(store_uri(killed))
@@ -181,5 +173,5 @@ def test_a_search_killed_mid_group_retrains_only_the_missing_members(tmp_path):
     assert search.data.tags["mnist_hpo.reused_fits"] == "8"
     fresh = tmp_path / "fresh"
     fresh.mkdir()
-    assert run_cli(*GRID, cwd=fresh).returncode == 0
+    assert run_cli(*FUSED, cwd=fresh).returncode == 0
     pd.testing.assert_frame_equal(cv_scores(killed), cv_scores(fresh).loc[cv_scores(killed).index])

@@ -26,10 +26,11 @@ import numpy as np
 from sklearn.base import clone
 
 from mnist_hpo.choices import ONE_HOT_LOSSES
+from mnist_hpo.execution.compiled import build_trainer
 from mnist_hpo.execution.fit_keys import describe
 from mnist_hpo.execution.fit_store import FitStore
 from mnist_hpo.execution.plan import FitPlan, PlannedFit
-from mnist_hpo.execution.trainer import Trainer, build_trainer, unfusable_reason
+from mnist_hpo.execution.trainer import Trainer, unfusable_reason
 
 log = logging.getLogger(__name__)
 

@@ -26,10 +26,15 @@ class Split:
 class PlannedFit:
     """One fit of the search: a candidate's parameters on one split, under its fit-store key."""
 
-    candidate: int
+    candidate: int  # its index in the search's candidates
     split: Split
     params: dict[str, Any]
-    key: str
+    key: str  # the fit store key its estimator computes when it fits
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The training rows the fit learns from."""
+        return self.split.train
 
 
 @dataclass(frozen=True)

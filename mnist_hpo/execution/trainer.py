@@ -31,7 +31,7 @@ import keras
 import numpy as np
 
 from mnist_hpo.execution.batches import BatchOrder
-from mnist_hpo.execution.fused_model import STACKED, FusedModel, fused_model
+from mnist_hpo.execution.fused_model import STACKED, FusedModel
 
 VALIDATION_CHUNK = 1024  # validation rows per compiled evaluation step
 BACKENDS = ("tensorflow", "jax")
@@ -180,18 +180,3 @@ class Trainer:
             )
             for member, epoch in enumerate(failed)
         ]
-
-
-def build_trainer(models: Sequence[keras.Model], sparse: Sequence[bool], wide: bool = True) -> Trainer:
-    """The compiled trainer of the active Keras backend for ``models``, in their fastest exact form."""
-    fused = fused_model(models, wide)
-    backend = keras.backend.backend()
-    if backend == "jax":
-        from mnist_hpo.execution.trainer_jax import JaxTrainer
-
-        return JaxTrainer(fused, models, sparse)
-    if backend == "tensorflow":
-        from mnist_hpo.execution.trainer_tf import TensorFlowTrainer
-
-        return TensorFlowTrainer(fused, models, sparse)
-    raise ValueError(f"no compiled trainer for the {backend} backend")
