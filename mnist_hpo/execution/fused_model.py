@@ -36,6 +36,7 @@ class FusedModel:
     trainable: list[np.ndarray]
     non_trainable: list[np.ndarray]
     owners: list[int]  # per trainable tensor: the member it belongs to, or STACKED
+    draws_random: bool = False  # whether training draws random numbers (dropout, noise layers)
 
     def forward(self, trainable: list[Any], non_trainable: list[Any], x: Any, training: bool) -> tuple[Any, ...]:
         """Per-member class probabilities, the next non-trainable values and per-member regularisation losses."""
@@ -65,6 +66,7 @@ class SideBySide(FusedModel):
             self.owners += [member] * (len(self.trainable) - t0)
             self.spans.append((slice(t0, len(self.trainable)), slice(n0, len(self.non_trainable))))
         self.places = [weights_order(model) for model in self.models]
+        self.draws_random = any(map(holds_seed_state, self.models))
 
     def forward(self, trainable: list[Any], non_trainable: list[Any], x: Any, training: bool) -> tuple[Any, ...]:
         probabilities, next_non_trainable, regularisation = [], [], []
@@ -83,6 +85,17 @@ class SideBySide(FusedModel):
             values = {"t": trainable[t], "n": non_trainable[n]}
             weights.append([np.asarray(values[kind][index]) for kind, index in places])
         return weights
+
+
+# The name Keras gives a ``SeedGenerator``'s state variable; dropout and noise layers hold one. Keras has
+# no public way to ask a model whether it draws random numbers. If Keras renamed it, dropout would
+# compile under XLA and draw other masks than Keras' own fit: the side-by-side dropout test fails.
+SEED_STATE = "seed_generator_state"
+
+
+def holds_seed_state(model: keras.Model) -> bool:
+    """Whether ``model`` holds a Keras seed generator's state, i.e. draws random numbers in training."""
+    return any(variable.name == SEED_STATE for variable in model.non_trainable_variables)
 
 
 def weights_order(model: keras.Model) -> list[tuple[str, int]]:

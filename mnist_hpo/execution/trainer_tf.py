@@ -49,10 +49,12 @@ class TensorFlowTrainer(Trainer):
         self.optimizer = self.new_optimizer()
         self.optimizer.build(self.trainable)
         self.initial_optimizer = [np.array(variable.numpy()) for variable in self.optimizer.variables]
-        # XLA has no deterministic kernel for some gradients: deterministic=true runs the same loop as a
-        # TensorFlow graph instead, slower but still one call per epoch.
+        # XLA has no deterministic kernel for some gradients, and its random kernels draw other numbers
+        # than TensorFlow's (which Keras' own fit uses on a CPU): deterministic=true, and models with
+        # dropout, run the same loop as a TensorFlow graph instead, slower but still one call per epoch.
         self.deterministic = deterministic_asked()
-        self.epoch = tf.function(self.epoch_fn, jit_compile=not self.deterministic)
+        self.xla = not (self.deterministic or fused.draws_random)
+        self.epoch = tf.function(self.epoch_fn, jit_compile=self.xla)
 
     def reset(self) -> None:
         """Every member back at its initial weights, optimizer slots and step counter."""
