@@ -46,6 +46,18 @@ def test_mse_and_cross_entropy_train_on_one_hot_targets(digits, loss):
     assert set(estimator.predict(x[:20])) <= set(range(10))
 
 
+@pytest.mark.parametrize("rows", [None, 7])
+def test_predicting_in_whole_chunks_gives_what_keras_predict_gives(digits, rows):
+    x, y = digits
+    config = ModelConfig(epochs=1) if rows is None else ModelConfig(epochs=1, predict_batch_size=rows)
+    estimator = build_estimator(config, UNCACHED, seed=0).fit(x, y)
+    keras_says = estimator.model_.predict(x, batch_size=32, verbose=0)
+    np.testing.assert_allclose(estimator.predict_proba(x), keras_says, atol=1e-6)
+    np.testing.assert_array_equal(estimator.predict(x), keras_says.argmax(axis=1))
+    with pytest.raises(ValueError, match="rows of shape"):
+        estimator.predict(x[:, :27])
+
+
 def test_sparse_cross_entropy_trains_on_integer_targets(digits):
     x, y = digits
     estimator = build_estimator(ModelConfig(loss="sparse_categorical_crossentropy", epochs=1), UNCACHED, seed=0).fit(

@@ -54,7 +54,7 @@ class TensorFlowTrainer(Trainer):
         # dropout, run the same loop as a TensorFlow graph instead, slower but still one call per epoch.
         self.deterministic = deterministic_asked()
         self.xla = not (self.deterministic or fused.draws_random)
-        self.epoch = tf.function(self.epoch_fn, jit_compile=self.xla)
+        self.epoch = tf.function(self.epoch_fn, jit_compile=self.xla, autograph=False)
 
     def reset(self) -> None:
         """Every member back at its initial weights, optimizer slots and step counter."""

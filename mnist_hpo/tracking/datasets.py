@@ -92,9 +92,15 @@ def training_input(origin: DataOrigin, x: np.ndarray, y: np.ndarray) -> DatasetI
     return dataset_input(origin, TRAIN_NAME, origin.fingerprint, x, y, TRAINING)
 
 
-def fold_input(origin: DataOrigin, run_name: str, x: np.ndarray, y: np.ndarray) -> DatasetInput:
-    """A fold run's training dataset: the rows it fit on, digested (``train-fold-0`` ...)."""
-    return dataset_input(origin, f"{TRAIN_NAME}-{run_name}", rows_digest(x, y), x, y, TRAINING)
+def fold_input(
+    origin: DataOrigin, run_name: str, x: np.ndarray, y: np.ndarray, digest: str | None = None
+) -> DatasetInput:
+    """A fold run's training dataset: the rows it fit on, digested (``train-fold-0`` ...).
+
+    ``digest``: ``digest_arrays(x, y, None)`` when the caller has it (the fit computed it), else computed here.
+    """
+    short = digest[:DIGEST_LENGTH] if digest is not None else rows_digest(x, y)
+    return dataset_input(origin, f"{TRAIN_NAME}-{run_name}", short, x, y, TRAINING)
 
 
 def log_inputs(client: MlflowClient, run_id: str, inputs: list[DatasetInput]) -> None:

@@ -215,7 +215,8 @@ class FoldLogger:
             ),
         )
         if self.origin is not None and X is not None:
-            log_inputs(self.store.client(), run_id, [fold_input(self.origin, name, X, y)])
+            digest = getattr(estimator, "rows_digest_", None)  # the fit hashed these rows already
+            log_inputs(self.store.client(), run_id, [fold_input(self.origin, name, X, y, digest)])
         return run_id
 
     def log_epoch(self, run_id: str, history: dict[str, list[float]]) -> None:
