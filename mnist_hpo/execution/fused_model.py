@@ -38,8 +38,10 @@ class FusedModel:
     owners: list[int]  # per trainable tensor: the member it belongs to, or STACKED
     draws_random: bool = False  # whether training draws random numbers (dropout, noise layers)
 
+    wide: bool = False  # forward's outputs: wide, ``[rows, members, classes]`` logits; else each member's output
+
     def forward(self, trainable: list[Any], non_trainable: list[Any], x: Any, training: bool) -> tuple[Any, ...]:
-        """Per-member class probabilities, the next non-trainable values and per-member regularisation losses."""
+        """The members' outputs (see :attr:`wide`), the next non-trainable values, ``[members]`` regularisation."""
         raise NotImplementedError
 
     def member_weights(self, trainable: list[np.ndarray], non_trainable: list[np.ndarray]) -> list[list[np.ndarray]]:
@@ -76,8 +78,8 @@ class SideBySide(FusedModel):
             )
             probabilities.append(y_pred)
             next_non_trainable += list(updated)
-            regularisation.append(sum(losses) if losses else 0.0)
-        return probabilities, next_non_trainable, regularisation
+            regularisation.append(ops.cast(sum(losses), "float32") if losses else ops.zeros((), "float32"))
+        return probabilities, next_non_trainable, ops.stack(regularisation)
 
     def member_weights(self, trainable: list[np.ndarray], non_trainable: list[np.ndarray]) -> list[list[np.ndarray]]:
         weights = []
@@ -203,6 +205,8 @@ def layer_sequence(model: keras.Model) -> list[Layer] | None:
 class WideCNN(FusedModel):
     """The members of one CNN architecture, their parameters stacked along a leading member axis."""
 
+    wide = True
+
     @classmethod
     def of(cls, models: Sequence[keras.Model]) -> WideCNN | None:
         """The wide form of ``models``, or None unless all share one layer sequence it computes."""
@@ -279,10 +283,7 @@ class WideCNN(FusedModel):
                 h = ops.reshape(ops.moveaxis(h, -2, 1), (batch, self.members, -1))
             else:  # dense, softmax_dense: [B, M, K] x [M, K, J]
                 h = ops.einsum("bmk,mkj->bmj", h, trainable[slots[0]]) + trainable[slots[1]]
-                if layer.kind == "softmax_dense":
-                    h = keras.activations.softmax(h, axis=-1)
-        probabilities = [h[:, member, :] for member in range(self.members)]
-        return probabilities, list(non_trainable), [0.0] * self.members
+        return h, list(non_trainable), ops.zeros((self.members,), "float32")  # the head's softmax: Trainer
 
     def conv(self, h: Any, kernel: Any, bias: Any, layer: Layer, shared: bool) -> Any:
         """A conv of every member: image patches times each member's filters.
@@ -312,18 +313,31 @@ class WideCNN(FusedModel):
         return ops.stack(windows, axis=3)
 
     def activate(self, h: Any, layer: Layer, alpha: Any) -> Any:
-        """Each member's own activation on its slice of the member axis."""
-        parts = []
-        for member, activation in enumerate(layer.activations):
-            part = h[..., member, :]
-            if activation.kind == "prelu":
-                part = ops.relu(part) - alpha[member] * ops.relu(-part)  # as keras.layers.PReLU computes it
-            elif activation.kind == "leaky":
-                part = keras.activations.leaky_relu(part, negative_slope=activation.slope)
-            else:
-                part = keras.activations.get(activation.name)(part)
-            parts.append(part)
-        return ops.stack(parts, axis=-2)
+        """Each member's own activation on its slice of the member axis (second to last).
+
+        Each distinct activation runs once over the whole tensor and a member mask picks its members'
+        values: elementwise ops, so no member's values reach another's.
+        """
+        out = None
+        for activation in dict.fromkeys(layer.activations):
+            value = self.apply(activation, h, alpha)
+            if out is None:
+                out = value
+                continue
+            mask = np.array([mine == activation for mine in layer.activations]).reshape(self.members, 1)
+            out = ops.where(mask, value, out)
+        return out
+
+    @staticmethod
+    def apply(activation: Activation, h: Any, alpha: Any) -> Any:
+        """``activation`` on every member's values; ``alpha`` is PReLU's ``[members, *features]`` slopes."""
+        if activation.kind == "prelu":  # as keras.layers.PReLU computes it, the member axis second to last
+            rank = len(alpha.shape)
+            slopes = ops.transpose(alpha, [*range(1, rank - 1), 0, rank - 1])
+            return ops.relu(h) - slopes * ops.relu(-h)
+        if activation.kind == "leaky":
+            return keras.activations.leaky_relu(h, negative_slope=activation.slope)
+        return keras.activations.get(activation.name)(h)
 
     def pool(self, h: Any, size: int, padding: str) -> Any:
         """Max pooling with stride = window, as a reshape and a max over the window axes."""

@@ -78,12 +78,33 @@ def unfusable_reason(model: keras.Model) -> str | None:
     return None
 
 
-def correct_count(y_true: Any, y_pred: Any, weight: Any, sparse: bool) -> Any:
-    """Weighted count of rows whose most probable class is the true one (Keras' accuracy)."""
-    ops = keras.ops
-    predicted = ops.argmax(y_pred, axis=-1)
-    truth = ops.reshape(y_true, (-1,)) if sparse else ops.argmax(y_true, axis=-1)
-    return ops.sum(ops.cast(ops.equal(predicted, ops.cast(truth, predicted.dtype)), "float32") * weight)
+def loss_identity(model: keras.Model) -> str:
+    """What decides ``model``'s per-sample loss: members with the same identity share one loss computation."""
+    loss = model.loss
+    if isinstance(loss, keras.losses.Loss):
+        return f"{type(loss).__module__}.{type(loss).__qualname__}:{sorted(loss.get_config().items())!r}"
+    function = keras.losses.get(loss) if isinstance(loss, str) else loss
+    return f"{getattr(function, '__module__', '')}.{getattr(function, '__qualname__', repr(function))}"
+
+
+@dataclass(frozen=True)
+class LossKind:
+    """Members that share a per-sample loss and a target encoding: one loss computation over all of them."""
+
+    loss: Callable[[Any, Any], Any]
+    sparse: bool  # targets are class indices (else one-hot rows)
+    members: tuple[int, ...]
+
+
+def loss_kinds(models: Sequence[keras.Model], sparse: Sequence[bool]) -> list[LossKind]:
+    """The members grouped by loss and target encoding, in order of first appearance."""
+    groups: dict[tuple[str, bool], list[int]] = {}
+    for member, (model, indices) in enumerate(zip(models, sparse, strict=True)):
+        groups.setdefault((loss_identity(model), bool(indices)), []).append(member)
+    return [
+        LossKind(per_sample_loss(models[members[0]]), indices, tuple(members))
+        for (_, indices), members in groups.items()
+    ]
 
 
 class Trainer:
@@ -97,7 +118,8 @@ class Trainer:
         """
         self.fused = fused
         self.sparse = list(sparse)
-        self.losses = [per_sample_loss(model) for model in models]
+        self.kinds = loss_kinds(models, sparse)
+        self.all_members = tuple(range(len(models)))
         self.optimizer_class = type(models[0].optimizer)
         self.optimizer_config = models[0].optimizer.get_config()
 
@@ -109,15 +131,57 @@ class Trainer:
         """Train every member from its initial state on ``x`` (each with its own ``targets``) in ``order``."""
         raise NotImplementedError
 
-    def member_losses(self, probabilities: Any, regularisation: Any, targets: Any, weight: Any) -> tuple[Any, Any]:
-        """Each member's weighted mean loss (plus its regularisation) and its weighted correct count."""
-        rows = keras.ops.sum(weight)
+    def kind_targets(self, targets: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """One target array per loss kind from the per-member ``targets`` (members of a kind share them)."""
+        shared = []
+        for kind in self.kinds:
+            first = targets[kind.members[0]]
+            if any(not np.array_equal(targets[member], first) for member in kind.members[1:]):
+                raise ValueError("members that share a loss must share their targets (one split, one class set)")
+            shared.append(first)
+        return shared
+
+    def member_losses(self, outputs: Any, regularisation: Any, targets: Any, weight: Any) -> tuple[Any, Any]:
+        """Each member's weighted mean loss (plus its regularisation) and its weighted correct count.
+
+        ``outputs`` are the fused model's (:meth:`FusedModel.forward`); ``targets`` hold one array per loss
+        kind. A wide model's kind runs its loss once over its members' slice of the logits, through
+        Keras' softmax, so a Keras loss sees what it sees in Keras' own fit (on TensorFlow it takes
+        cross-entropy from the logits); a Keras loss reduces the last axis only, so no member's loss
+        mixes with another's.
+        """
+        ops = keras.ops
+        rows = ops.sum(weight)
+        column = ops.expand_dims(weight, 1)
         losses, corrects = [], []
-        for member, y_pred in enumerate(probabilities):
-            per_sample = self.losses[member](targets[member], y_pred)
-            losses.append(keras.ops.sum(per_sample * weight) / rows + regularisation[member])
-            corrects.append(correct_count(targets[member], y_pred, weight, self.sparse[member]))
-        return keras.ops.stack(losses), keras.ops.stack(corrects)
+        for kind, y_true in zip(self.kinds, targets, strict=True):
+            if self.fused.wide:
+                logits = outputs if kind.members == self.all_members else ops.take(outputs, kind.members, 1)
+                predictions = [keras.activations.softmax(logits, axis=-1)]  # [rows, kind members, classes]
+            else:
+                predictions = [outputs[member] for member in kind.members]  # each [rows, classes]
+            truth = ops.reshape(y_true, (-1,)) if kind.sparse else ops.argmax(y_true, axis=-1)
+            per_sample, hits = [], []
+            for y_pred in predictions:
+                stacked = len(y_pred.shape) == 3
+                if kind.sparse:
+                    expected = ops.broadcast_to(ops.expand_dims(truth, 1), ops.shape(y_pred)[:2]) if stacked else truth
+                else:
+                    expected = ops.broadcast_to(ops.expand_dims(y_true, 1), ops.shape(y_pred)) if stacked else y_true
+                values = kind.loss(expected, y_pred)
+                predicted = ops.argmax(y_pred, axis=-1)
+                hit = ops.equal(predicted, ops.cast(ops.expand_dims(truth, 1) if stacked else truth, predicted.dtype))
+                per_sample.append(values if stacked else ops.expand_dims(values, 1))
+                hits.append(ops.cast(hit if stacked else ops.expand_dims(hit, 1), "float32"))
+            per_sample = ops.concatenate(per_sample, axis=1) if len(per_sample) > 1 else per_sample[0]
+            hits = ops.concatenate(hits, axis=1) if len(hits) > 1 else hits[0]
+            losses.append(ops.sum(per_sample * column, axis=0) / rows)
+            corrects.append(ops.sum(hits * column, axis=0))
+        if len(self.kinds) == 1:
+            return losses[0] + regularisation, corrects[0]
+        back = np.argsort(np.concatenate([kind.members for kind in self.kinds]))  # kind order -> member order
+        loss = ops.take(ops.concatenate(losses), back, 0)
+        return loss + regularisation, ops.take(ops.concatenate(corrects), back, 0)
 
     def member_mask(self, alive: Any, tensor: int, rank: int) -> Any:
         """``alive`` shaped to select, in trainable tensor ``tensor``, the slices of members still alive."""

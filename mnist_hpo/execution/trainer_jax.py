@@ -68,6 +68,7 @@ class JaxTrainer(Trainer):
 
     def fit(self, x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder, epochs: int) -> list[MemberFit]:
         """Train every member from its initial state; one compiled call per epoch."""
+        targets = self.kind_targets(targets)
         xv, yv, wv = self.validation_chunks(x, targets, order)
         validation = (jnp.asarray(xv), [jnp.asarray(y) for y in yv], jnp.asarray(wv))
         x_device = jnp.asarray(x)

@@ -122,6 +122,7 @@ class TensorFlowTrainer(Trainer):
 
     def fit(self, x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder, epochs: int) -> list[MemberFit]:
         """Train every member from its initial state; one compiled call per epoch."""
+        targets = self.kind_targets(targets)
         self.reset()
         xv, yv, wv = self.validation_chunks(x, targets, order)
         data = (tf.constant(x), [tf.constant(target) for target in targets])
