@@ -196,6 +196,7 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
             stored = store.load(self.fit_key_)
         if stored is not None and not self.restore(X, y, stored.weights, stored.history):
             stored = None
+        self.from_store_ = stored is not None  # fitted before its callbacks begin: restored, or trained fused
         # A fit the fused executor trained for this very search was trained here, not reused.
         self.fused_group_ = stored.meta.get("fused_group") if stored is not None else None
         trained_here = stored is not None and self.search_token is not None

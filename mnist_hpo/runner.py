@@ -157,6 +157,8 @@ def fitted_search(
         ahead = train_ahead(search, data.x_train, data.y_train, cfg.execution, fit_store) if fit_store else None
         if isinstance(ahead, FusedReport):
             console.print(ahead.line())
+            if ahead.complete:  # nothing left to train: restoring here beats starting worker processes
+                search.set_params(n_jobs=1)
         elif ahead and cfg.execution.fusion:
             console.print(f"fused training does not apply: {ahead}; each fit trains alone")
         with fit_workers(cfg.execution):

@@ -49,6 +49,7 @@ class FusedReport:
     failed: int = 0
     unfused: dict[str, int] = field(default_factory=dict)  # reason -> fits left to the search
     seconds: float = 0.0
+    complete: bool = False  # every planned fit is in the store: the search only restores
 
     def line(self) -> str:
         """One line for the console."""
@@ -101,7 +102,10 @@ class FusedExecutor:
                 by_split[fit.split.index].append(fit)
             for split_fits in by_split.values():
                 self.train_group(key, split_fits, X, y, report)
+            # Let the members go: the model cache hands their compiled models to the next group's members.
+            self.trainers.clear()
         report.seconds = time.perf_counter() - started
+        report.complete = all(self.store.path(fit.key).exists() for fit in plan.fits)
         return report
 
     def members(self, fits: Sequence[PlannedFit], x_train: np.ndarray, y_train: np.ndarray) -> list[Any]:

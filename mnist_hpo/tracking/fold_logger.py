@@ -105,6 +105,7 @@ class FoldLogger:
         self.finished_folds: set[tuple[str, str, str]] = set()
         self.refit_finished = False
         self.fold_runs: dict[tuple[int, ...], str | None] = {}
+        self.pending_params: dict[str, list[Param]] = {}
 
     def setup(self, estimator: Any, context: CallbackContext) -> None:
         """Nothing to open: clients are made per process, on first use."""
@@ -201,19 +202,20 @@ class FoldLogger:
         run_id = self.create_run(name, self.candidate_runs[key], tags)
         n_train = len(X) if X is not None else 0
         n_validation = int(n_train * estimator.validation_split)
-        self.store.client().log_batch(
-            run_id,
-            params=params_batch(
-                {
-                    "fold": fold,
-                    "repeat": repeat,
-                    "iteration": iteration,
-                    "train_size": n_train - n_validation,
-                    "validation_size": n_validation,
-                    "epochs": estimator.epochs,
-                }
-            ),
+        params = params_batch(
+            {
+                "fold": fold,
+                "repeat": repeat,
+                "iteration": iteration,
+                "train_size": n_train - n_validation,
+                "validation_size": n_validation,
+                "epochs": estimator.epochs,
+            }
         )
+        if getattr(estimator, "from_store_", False):  # already fitted: its run is written whole when it closes
+            self.pending_params[run_id] = params
+        else:  # trains now: its settings show while it runs
+            self.store.client().log_batch(run_id, params=params)
         if self.origin is not None and X is not None:
             digest = getattr(estimator, "rows_digest_", None)  # the fit hashed these rows already
             log_inputs(self.store.client(), run_id, [fold_input(self.origin, name, X, y, digest)])
@@ -225,13 +227,10 @@ class FoldLogger:
         metrics = [Metric(name, values[-1], now, len(values) - 1) for name, values in history.items() if values]
         self.store.client().log_batch(run_id, metrics=metrics)
 
-    def log_history(self, run_id: str, history: dict[str, list[float]]) -> None:
-        """Log every epoch of a fit restored from the fit store, as its training logged them."""
-        now = int(time.time() * 1000)
-        metrics = [
-            Metric(name, value, now, step) for name, values in history.items() for step, value in enumerate(values)
-        ]
-        self.store.client().log_batch(run_id, metrics=metrics)
+    @staticmethod
+    def history_metrics(history: dict[str, list[float]], now: int) -> list[Metric]:
+        """Every epoch of a fit that trained before its run opened (restored or fused), as its training logged them."""
+        return [Metric(name, value, now, step) for name, values in history.items() for step, value in enumerate(values)]
 
     def origin_run(self, fit_key: str) -> str:
         """The run that trained the stored fit ``fit_key``: the first fold or refit run tagged with it."""
@@ -259,13 +258,16 @@ class FoldLogger:
         key = getattr(estimator, "fit_key_", None)
         fused = getattr(estimator, "fused_group_", None)
         if getattr(estimator, "fit_reused_", False):
-            self.log_history(run_id, estimator.history_)
+            metrics += self.history_metrics(estimator.history_, now)
             tags += [RunTag(REUSED_FIT_KEY, key), RunTag(TRAINED_BY, self.origin_run(key))]
         elif key is not None:
             tags.append(RunTag(FIT_KEY, key))
             if fused is not None:  # trained ahead by this search's fused executor: its epochs, logged at once
-                self.log_history(run_id, estimator.history_)
+                metrics += self.history_metrics(estimator.history_, now)
                 tags.append(RunTag(FUSED_GROUP, fused))
-        client.log_batch(run_id, metrics=metrics, tags=tags)
         error = getattr(estimator, "fit_error_", None)
-        close_run(client, run_id, RunStatus.FAILED if error else RunStatus.FINISHED, error)
+        if error:
+            tags.append(RunTag(ERROR, error[:MAX_TEXT]))
+        # One write for the run's params (when deferred), metrics and tags: a restored fit costs four in all.
+        client.log_batch(run_id, metrics=metrics, params=self.pending_params.pop(run_id, []), tags=tags)
+        close_run(client, run_id, RunStatus.FAILED if error else RunStatus.FINISHED)
