@@ -105,7 +105,7 @@ class ExecutionConfig:
     fit_store: bool = True
     fit_store_dir: str | None = None
     fit_store_budget_mb: int = 2048
-    fusion: bool = False
+    fusion: bool = True
     fused_group_mb: int = 1024
 
 

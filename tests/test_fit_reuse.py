@@ -122,7 +122,10 @@ def test_eviction_keeps_the_store_under_its_budget_across_searches(tmp_path):
 
 @pytest.mark.slow
 def test_a_study_killed_in_stage_2_restarts_without_training_stage_1_again(tmp_path):
+    # The per-fit path (fusion off): fits train one by one, so the kill lands 2 fits into stage 2.
+    # A kill inside a fused group is tests/test_fused.py's.
     study = ("experiment=smoke", "study=smoke", "execution.progress=false", "model.epochs=1", "hydra.run.dir=out")
+    study = (*study, "execution.fusion=false")
     uninterrupted, killed = tmp_path / "uninterrupted", tmp_path / "killed"
     uninterrupted.mkdir()
     killed.mkdir()

@@ -12,6 +12,9 @@ from mlflow import MlflowClient
 from mlflow_tree import runs_by_level
 
 SMOKE = ("experiment=smoke", "hydra.run.dir=outputs/smoke")
+# The per-fit path (fusion off): fits train one by one inside the search, so a kill lands between fits.
+# A kill inside a fused group is tests/test_fused.py's.
+PER_FIT = (*SMOKE, "execution.fusion=false")
 
 
 pytestmark = pytest.mark.slow
@@ -19,18 +22,23 @@ pytestmark = pytest.mark.slow
 
 def kill_after_two_fits(folder: Path) -> list:
     """Run the smoke search until it SIGKILLs itself after two fits; return the fold runs then FINISHED."""
-    run_cli_killed_after(2, *SMOKE, "execution.progress=false", cwd=folder)
+    run_cli_killed_after(2, *PER_FIT, "execution.progress=false", cwd=folder)
     return [run for run in runs_by_level(store_uri(folder)).get("fold", []) if run.info.status == "FINISHED"]
 
 
-def test_sigkilled_search_resumes_and_trains_only_missing_fits(tmp_path, smoke_run):
+def test_sigkilled_search_resumes_and_trains_only_missing_fits(tmp_path):
+    reference = tmp_path / "uninterrupted"
+    reference.mkdir()
+    assert run_cli(*PER_FIT, cwd=reference).returncode == 0
+    tmp_path = tmp_path / "killed"
+    tmp_path.mkdir()
     done_before = kill_after_two_fits(tmp_path)
     assert len(done_before) == 2
     uri = store_uri(tmp_path)
     (search,) = runs_by_level(uri)["search"]
     assert search.info.status == "RUNNING"  # kill -9 ran no cleanup; the restart must notice
 
-    result = run_cli(*SMOKE, cwd=tmp_path)
+    result = run_cli(*PER_FIT, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert f"Resuming search run {search.info.run_id}" in result.stdout
     assert "fits: 3 trained, 2 restored from the fit store" in result.stdout  # 2 folds + the refit trained
@@ -60,7 +68,7 @@ def test_sigkilled_search_resumes_and_trains_only_missing_fits(tmp_path, smoke_r
         assert "test_score" in client.get_run(run.info.run_id).data.metrics
 
     # Same scores as the uninterrupted smoke search with the same seed.
-    uninterrupted = pd.read_csv(smoke_run[0] / "outputs/smoke/cv_results.csv")
+    uninterrupted = pd.read_csv(reference / "outputs/smoke/cv_results.csv")
     resumed_scores = pd.read_csv(tmp_path / "outputs/smoke/cv_results.csv")
     pd.testing.assert_series_equal(resumed_scores["mean_test_score"], uninterrupted["mean_test_score"])
     # The fit store keeps every fit (4 folds and the refit) for later searches.

@@ -74,6 +74,7 @@ def test_memory_stays_bounded_over_many_fits_in_recycled_workers(tmp_path):
         "experiment=smoke",
         "execution.progress=false",
         "execution.n_jobs=2",
+        "execution.fusion=false",  # the per-fit path: every fit trains in a recycled worker
         f"execution.worker_max_growth_mb={ceiling_mb}",
         "model.epochs=1",
         "data.train_size=200",
@@ -158,7 +159,16 @@ def gone(pid: int) -> bool:
 def test_workers_end_within_seconds_of_a_kill_9_of_their_search(tmp_path):
     """``kill -9`` of the search process alone (not its group): its loky workers must not train on."""
     search = subprocess.Popen(
-        [sys.executable, "-m", "mnist_hpo", "experiment=smoke", "execution.n_jobs=2", "model.epochs=30"],
+        # Fusion off: the workers train the fits (with fusion they would only restore them after the groups).
+        [
+            sys.executable,
+            "-m",
+            "mnist_hpo",
+            "experiment=smoke",
+            "execution.n_jobs=2",
+            "model.epochs=30",
+            "execution.fusion=false",
+        ],
         cwd=tmp_path,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

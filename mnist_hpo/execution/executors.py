@@ -28,6 +28,8 @@ def fusion_skipped(search: SearchCV, execution: ExecutionConfig) -> str | None:
         return "execution.fusion=false"
     if is_halving(search):
         return "successive halving picks each iteration's candidates from the last one's scores"
+    if execution.backend == "ray":  # fused groups train in the search process, which would leave the cluster idle
+        return "execution.backend=ray trains each fit on the cluster; fused groups run in the search process only"
     return None
 
 
