@@ -90,6 +90,36 @@ def test_only_the_tracking_package_imports_mlflow():
     } == set()
 
 
+def worker_pool_imports(path: Path) -> set[str]:
+    """What ``path`` imports of Ray, loky or joblib's parallel machinery (joblib's hashing is not one)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names if alias.name.split(".")[0] in ("ray", "loky")}
+            found |= {alias.name for alias in node.names if alias.name.startswith("joblib.")}
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            top = node.module.split(".")[0]
+            if (
+                top in ("ray", "loky")
+                or node.module.startswith("joblib.")
+                or (top == "joblib" and {alias.name for alias in node.names} - {"hash", "Memory"})
+            ):
+                found.add(node.module)
+    return found
+
+
+def test_only_the_execution_package_runs_fits_in_parallel():
+    """Worker pools live in execution/: nothing else imports Ray, loky or joblib's parallel machinery."""
+    outside = {
+        str(path.relative_to(PACKAGE)): worker_pool_imports(path)
+        for path in PACKAGE.rglob("*.py")
+        if not str(path.relative_to(PACKAGE)).startswith("execution/")
+    }
+    assert {path: names for path, names in outside.items() if names} == {}
+    inside = set().union(*(worker_pool_imports(path) for path in (PACKAGE / "execution").rglob("*.py")))
+    assert inside, "the check finds the imports execution/ does make"
+
+
 def test_execution_and_tracking_keys_leave_the_resume_identity_unchanged():
     base = resume_key(compose_config("experiment=smoke"), "data", "tensorflow")
     neutral = [

@@ -101,6 +101,8 @@ class FusedExecutor:
             for fit in fits:
                 by_split[fit.split.index].append(fit)
             for split_fits in by_split.values():
+                # Members with the same activation side by side: the wide form activates each run at once.
+                split_fits.sort(key=lambda fit: describe(fit.params.get("model__activation")))
                 self.train_group(key, split_fits, X, y, report)
             # Let the members go: the model cache hands their compiled models to the next group's members.
             self.trainers.clear()

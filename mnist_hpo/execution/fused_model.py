@@ -26,7 +26,6 @@ import keras
 import numpy as np
 
 ops = keras.ops
-STACKED = -1  # the owner of a tensor that holds every member along its first axis
 
 
 class FusedModel:
@@ -35,7 +34,6 @@ class FusedModel:
     members: int
     trainable: list[np.ndarray]
     non_trainable: list[np.ndarray]
-    owners: list[int]  # per trainable tensor: the member it belongs to, or STACKED
     draws_random: bool = False  # whether training draws random numbers (dropout, noise layers)
 
     wide: bool = False  # forward's outputs: wide, ``[rows, members, classes]`` logits; else each member's output
@@ -59,13 +57,12 @@ class SideBySide(FusedModel):
     def __init__(self, models: Sequence[keras.Model]) -> None:
         self.models = list(models)
         self.members = len(self.models)
-        self.trainable, self.non_trainable, self.owners = [], [], []
+        self.trainable, self.non_trainable = [], []
         self.spans: list[tuple[slice, slice]] = []
-        for member, model in enumerate(self.models):
+        for model in self.models:
             t0, n0 = len(self.trainable), len(self.non_trainable)
             self.trainable += numpy_values(model.trainable_variables)
             self.non_trainable += numpy_values(model.non_trainable_variables)
-            self.owners += [member] * (len(self.trainable) - t0)
             self.spans.append((slice(t0, len(self.trainable)), slice(n0, len(self.non_trainable))))
         self.places = [weights_order(model) for model in self.models]
         self.draws_random = any(map(holds_seed_state, self.models))
@@ -259,7 +256,6 @@ class WideCNN(FusedModel):
                 ]
                 self.trainable.append(np.stack(alphas))
             self.slots.append(slots)
-        self.owners = [STACKED] * len(self.trainable)
 
     def layer_weights(self, model: keras.Model) -> list[list[np.ndarray]]:
         """The model's weights grouped by the wide form's layer positions."""
@@ -315,22 +311,22 @@ class WideCNN(FusedModel):
     def activate(self, h: Any, layer: Layer, alpha: Any) -> Any:
         """Each member's own activation on its slice of the member axis (second to last).
 
-        Each distinct activation runs once over the whole tensor and a member mask picks its members'
-        values: elementwise ops, so no member's values reach another's.
+        Members with the same activation side by side (the fused executor orders them so) share one
+        call on their slice: elementwise ops, so no member's values reach another's.
         """
-        out = None
-        for activation in dict.fromkeys(layer.activations):
-            value = self.apply(activation, h, alpha)
-            if out is None:
-                out = value
-                continue
-            mask = np.array([mine == activation for mine in layer.activations]).reshape(self.members, 1)
-            out = ops.where(mask, value, out)
-        return out
+        runs = [list(run) for _, run in itertools.groupby(range(self.members), key=lambda m: layer.activations[m])]
+        if len(runs) == 1:
+            return self.apply(layer.activations[0], h, alpha)
+        parts = []
+        for run in runs:
+            start, stop = run[0], run[-1] + 1
+            slopes = alpha[start:stop] if alpha is not None else None
+            parts.append(self.apply(layer.activations[start], h[..., start:stop, :], slopes))
+        return ops.concatenate(parts, axis=-2)
 
     @staticmethod
     def apply(activation: Activation, h: Any, alpha: Any) -> Any:
-        """``activation`` on every member's values; ``alpha`` is PReLU's ``[members, *features]`` slopes."""
+        """``activation`` on a run of members' values; ``alpha`` is PReLU's ``[members, *features]`` slopes."""
         if activation.kind == "prelu":  # as keras.layers.PReLU computes it, the member axis second to last
             rank = len(alpha.shape)
             slopes = ops.transpose(alpha, [*range(1, rank - 1), 0, rank - 1])

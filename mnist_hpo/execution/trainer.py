@@ -9,8 +9,9 @@ Each member is a compiled Keras model at its initial state, as the estimator bui
 runs as one :class:`~mnist_hpo.execution.fused_model.FusedModel`. Members share no parameter and no
 op: each step computes every member's own loss (its weighted mean over the step's real rows, plus the
 model's regularisation losses) and one optimizer of the members' settings steps them all, which is
-each member's own update. A member whose loss turns non-finite is frozen (its parameters no longer
-change) and reported failed; the others train on.
+each member's own update. A member whose loss turns non-finite is reported failed and is not stored;
+its own parameters may go on to turn non-finite, which no op reads into another member's values,
+so the others train on exactly as without it (tests/test_fused.py).
 
 * TensorFlow: ``tf.function(jit_compile=True)`` over a ``tf.while_loop`` of steps
   (``optimizer.stateless_apply`` is JAX-only, so the optimizer updates Keras variables in place).
@@ -31,7 +32,7 @@ import keras
 import numpy as np
 
 from mnist_hpo.execution.batches import BatchOrder
-from mnist_hpo.execution.fused_model import STACKED, FusedModel
+from mnist_hpo.execution.fused_model import FusedModel
 
 VALIDATION_CHUNK = 1024  # validation rows per compiled evaluation step
 BACKENDS = ("tensorflow", "jax")
@@ -182,13 +183,6 @@ class Trainer:
         back = np.argsort(np.concatenate([kind.members for kind in self.kinds]))  # kind order -> member order
         loss = ops.take(ops.concatenate(losses), back, 0)
         return loss + regularisation, ops.take(ops.concatenate(corrects), back, 0)
-
-    def member_mask(self, alive: Any, tensor: int, rank: int) -> Any:
-        """``alive`` shaped to select, in trainable tensor ``tensor``, the slices of members still alive."""
-        owner = self.fused.owners[tensor]
-        if owner != STACKED:
-            return alive[owner]
-        return keras.ops.reshape(alive, (-1,) + (1,) * (rank - 1))
 
     @staticmethod
     def validation_chunks(x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder) -> tuple[Any, ...]:

@@ -42,12 +42,8 @@ class JaxTrainer(Trainer):
             grads, (losses, corrects, non_trainable_next) = jax.grad(total, has_aux=True)(
                 trainable, non_trainable, xb, yb, weight, alive
             )
-            trainable_next, optimizer = self.optimizer.stateless_apply(optimizer, grads, trainable)
+            trainable, optimizer = self.optimizer.stateless_apply(optimizer, grads, trainable)
             ok = alive & jnp.isfinite(losses)
-            trainable = [
-                jnp.where(self.member_mask(ok, tensor, new.ndim), new, old)
-                for tensor, (new, old) in enumerate(zip(trainable_next, trainable, strict=True))
-            ]
             non_trainable = non_trainable_next  # dropout seed states: they decide no other member's numbers
             rows = jnp.sum(weight)
             sums = sums + jnp.stack([jnp.where(alive, losses, jnp.nan) * rows, corrects], axis=1)

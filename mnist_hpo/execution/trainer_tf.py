@@ -38,8 +38,7 @@ def op_determinism(enabled: bool) -> Iterator[None]:
 class TensorFlowTrainer(Trainer):
     """The members' parameters live in Keras variables, reset to the initial values at every fold.
 
-    TensorFlow optimizers update variables in place (``stateless_apply`` raises on this backend):
-    each step applies the gradients, then puts back the previous values of frozen members' slices.
+    TensorFlow optimizers update variables in place (``stateless_apply`` raises on this backend).
     """
 
     def __init__(self, fused: FusedModel, models: Sequence[keras.Model], sparse: Sequence[bool]) -> None:
@@ -77,11 +76,8 @@ class TensorFlowTrainer(Trainer):
             total = tf.reduce_sum(tf.where(alive, losses, 0.0))
         grads = tape.gradient(total, values)
         grads = [tf.zeros_like(value) if grad is None else grad for grad, value in zip(grads, values, strict=True)]
-        before = [tf.identity(value) for value in values]
         self.optimizer.apply_gradients(zip(grads, self.trainable, strict=True))
         ok = tf.logical_and(alive, tf.math.is_finite(losses))
-        for tensor, (variable, old) in enumerate(zip(self.trainable, before, strict=True)):
-            variable.assign(tf.where(self.member_mask(ok, tensor, len(old.shape)), variable.value, old))
         for variable, value in zip(self.non_trainable, non_trainable, strict=True):
             variable.assign(value)
         return ok, losses, corrects
