@@ -86,3 +86,30 @@ def test_a_search_killed_after_its_refit_resumes_without_a_second_refit_run(tmp_
     assert search.info.status == "FINISHED" and "mnist_hpo.model_uri" in search.data.tags
     assert len(levels["refit"]) == 1 and len(levels["fold"]) == SMOKE_CANDIDATES * SMOKE_FOLDS
     assert "RUNNING" not in {run.info.status for runs in levels.values() for run in runs}
+
+
+def test_a_repeated_search_killed_mid_way_resumes_with_one_run_per_split(tmp_path):
+    """``search.cv_repeats=2``: a split of repeat 1 is not taken for the same fold of repeat 0 on resume."""
+    repeated = (*SMOKE, "search.cv_repeats=2", "execution.progress=false")
+    reference = tmp_path / "uninterrupted"
+    reference.mkdir()
+    assert run_cli(*repeated, cwd=reference).returncode == 0
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    # Fused training stores all 8 fits; the search is killed after restoring 2 (splits 0 and 1 of candidate 0).
+    run_cli_killed_after(2, *repeated, cwd=killed)
+    result = run_cli(*repeated, cwd=killed)
+    assert result.returncode == 0, result.stderr[-3000:]
+    levels = runs_by_level(store_uri(killed))
+    assert "RUNNING" not in {run.info.status for runs in levels.values() for run in runs}
+    finished = Counter(
+        (run.data.tags["mnist_hpo.candidate"], run.data.tags["mnist_hpo.fold"])
+        for run in levels["fold"]
+        if run.info.status == "FINISHED"
+    )
+    splits = SMOKE_FOLDS * 2
+    assert len(finished) == SMOKE_CANDIDATES * splits and set(finished.values()) == {1}, finished
+    scores = [f"split{split}_test_score" for split in range(splits)]
+    before = pd.read_csv(reference / "outputs/smoke/cv_results.csv")[scores]
+    after = pd.read_csv(killed / "outputs/smoke/cv_results.csv")[scores]
+    pd.testing.assert_frame_equal(after, before)

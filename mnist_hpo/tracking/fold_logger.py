@@ -24,7 +24,6 @@ from mnist_hpo.tracking.runs import (
     CANDIDATE,
     ERROR,
     FIT_KEY,
-    FOLD,
     FUSED_GROUP,
     ITERATION,
     LEVEL,
@@ -34,6 +33,7 @@ from mnist_hpo.tracking.runs import (
     REUSED,
     REUSED_FIT_KEY,
     SEARCH_RUN,
+    SPLIT,
     TRAINED_BY,
     close_run,
 )
@@ -165,7 +165,7 @@ class FoldLogger:
                 if ERROR in tags:  # the interruption's reason no longer describes it
                     client.delete_tag(run.info.run_id, ERROR)
             elif tags.get(LEVEL) == "fold" and run.info.status == "FINISHED":
-                self.finished_folds.add((tags[CANDIDATE], tags[FOLD], tags.get(ITERATION, "0")))
+                self.finished_folds.add((tags[CANDIDATE], tags[SPLIT], tags.get(ITERATION, "0")))
             elif tags.get(LEVEL) == "refit" and run.info.status == "FINISHED":
                 self.refit_finished = True
 
@@ -193,9 +193,9 @@ class FoldLogger:
         repeat, fold = divmod(split, self.n_splits)
         iteration = context.parent.task_id if context.parent.task_name == "halving-iteration" else 0
         reused = getattr(estimator, "fit_reused_", False)
-        if reused and (key, str(fold), str(iteration)) in self.finished_folds:
+        if reused and (key, str(split), str(iteration)) in self.finished_folds:  # finished_folds holds splits
             return None
-        tags = {LEVEL: "fold", CANDIDATE: key, FOLD: str(split), REPEAT: str(repeat), ITERATION: str(iteration)}
+        tags = {LEVEL: "fold", CANDIDATE: key, SPLIT: str(split), REPEAT: str(repeat), ITERATION: str(iteration)}
         if reused:
             tags[REUSED] = "true"
         name = f"repeat-{repeat}-fold-{fold}" if self.n_repeats > 1 else f"fold-{fold}"

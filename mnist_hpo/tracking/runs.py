@@ -16,7 +16,9 @@ LEVEL = "mnist_hpo.level"
 SEARCH_RUN = "mnist_hpo.search_run_id"
 SWEEP_RUN = "mnist_hpo.sweep_run_id"
 CANDIDATE = "mnist_hpo.candidate"
-FOLD = "mnist_hpo.fold"  # the split's index in cv_results_ (repeat * cv + fold)
+# The split's index in cv_results_ (repeat * cv + fold); the tag keeps its first name, which stores and
+# queries already use. The fold within its repeat is the run's ``fold`` param.
+SPLIT = "mnist_hpo.fold"
 REPEAT = "mnist_hpo.repeat"
 ITERATION = "mnist_hpo.iteration"
 ITERATION_REACHED = "mnist_hpo.iteration_reached"
@@ -154,7 +156,7 @@ def close_lost_fits(client: MlflowClient, experiment_id: str, search_run_id: str
     folds = client.search_runs([experiment_id], query, max_results=50000)
 
     def fit(run: Run) -> tuple[str | None, ...]:
-        return tuple(run.data.tags.get(name) for name in (CANDIDATE, FOLD, ITERATION))
+        return tuple(run.data.tags.get(name) for name in (CANDIDATE, SPLIT, ITERATION))
 
     outcomes = {fit(run): run.info.run_id for run in folds if run.info.status != "RUNNING"}
     lost = [run for run in folds if run.info.status == "RUNNING"]

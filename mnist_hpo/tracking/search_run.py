@@ -31,7 +31,6 @@ from mnist_hpo.tracking.runs import (
     ERROR,
     FAILED,
     FAILED_FITS,
-    FOLD,
     ITERATION,
     ITERATION_REACHED,
     LEVEL,
@@ -47,6 +46,7 @@ from mnist_hpo.tracking.runs import (
     REUSED_FIT_KEY,
     REUSED_FITS,
     SEARCH_RUN,
+    SPLIT,
     SWEEP_RUN,
     TIED_WITH_BEST,
     TRAINED_FITS,
@@ -248,7 +248,7 @@ class SearchRun:
         folds = {
             (
                 run.data.tags[CANDIDATE],
-                run.data.tags[FOLD],
+                run.data.tags[SPLIT],
                 run.data.tags.get(ITERATION, "0"),
             ): run
             for run in self.descendants("fold")
