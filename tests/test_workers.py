@@ -33,6 +33,13 @@ def test_all_cores_means_one_worker_per_core():
     assert gpu_share(-1, None) == round(0.9 / CORES, 3)
 
 
+def test_negative_n_jobs_counts_workers_as_joblib_does():
+    # n_jobs=-2 is all cores but one (at least one worker), not one worker per core
+    workers = max(CORES - 1, 1)
+    assert thread_budget(-2, None) == max(1, CORES // workers)
+    assert gpu_share(-2, None) == round(0.9 / workers, 3)
+
+
 def test_cores_are_split_evenly_between_workers():
     assert thread_budget(2, None) == max(1, CORES // 2)
 

@@ -42,16 +42,14 @@ def thread_budget(n_jobs: int, threads: int | None) -> int:
     """Threads per worker: ``threads`` if given, else the cores shared out between the workers."""
     if threads:
         return threads
-    workers = joblib.cpu_count() if n_jobs < 0 else n_jobs
-    return max(1, joblib.cpu_count() // max(1, workers))
+    return max(1, joblib.cpu_count() // joblib.effective_n_jobs(n_jobs))
 
 
 def gpu_share(n_jobs: int, fraction: float | None) -> float:
     """The fraction of each GPU's memory one worker may take: ``fraction``, else an equal share."""
     if fraction:
         return fraction
-    workers = joblib.cpu_count() if n_jobs < 0 else n_jobs
-    return round(0.9 / max(1, workers), 3)
+    return round(0.9 / joblib.effective_n_jobs(n_jobs), 3)  # joblib's own count: -2 is all cores but one
 
 
 def init_worker(max_growth_mb: int, threads: int, gpu_fraction: float, search_pid: int) -> None:
