@@ -100,11 +100,11 @@ class LossKind:
 def loss_kinds(models: Sequence[keras.Model], sparse: Sequence[bool]) -> list[LossKind]:
     """The members grouped by loss and target encoding, in order of first appearance."""
     groups: dict[tuple[str, bool], list[int]] = {}
-    for member, (model, indices) in enumerate(zip(models, sparse, strict=True)):
-        groups.setdefault((loss_identity(model), bool(indices)), []).append(member)
+    for member, (model, indexed) in enumerate(zip(models, sparse, strict=True)):
+        groups.setdefault((loss_identity(model), bool(indexed)), []).append(member)
     return [
-        LossKind(per_sample_loss(models[members[0]]), indices, tuple(members))
-        for (_, indices), members in groups.items()
+        LossKind(per_sample_loss(models[members[0]]), indexed, tuple(members))
+        for (_, indexed), members in groups.items()
     ]
 
 
@@ -118,7 +118,6 @@ class Trainer:
         sparse: Per member, whether its targets are class indices (else one-hot rows).
         """
         self.fused = fused
-        self.sparse = list(sparse)
         self.kinds = loss_kinds(models, sparse)
         self.all_members = tuple(range(len(models)))
         self.optimizer_class = type(models[0].optimizer)
