@@ -288,8 +288,10 @@ class WideCNN(FusedModel):
         member's activations cannot reach another member (an identity-kernel conv would multiply it by 0).
         """
         kh, kw, cin, cout = layer.shape
-        if shared:  # the input images: data, finite, no gradient, so Keras' identity-kernel patches serve
-            patches = ops.image.extract_patches(h, (kh, kw), strides=(1, 1), padding=layer.padding)
+        if shared:  # the input images [B, H, W, C], in Keras' kernel order (row, column, channel)
+            # Slices, not Keras' extract_patches (an identity-kernel conv: one epoch 30 % slower on XLA CPU).
+            patches = self.patches(h, kh, kw, layer.padding)  # [B, H', W', kh*kw, C]
+            patches = ops.reshape(patches, (-1, patches.shape[1], patches.shape[2], kh * kw * cin))
             return ops.einsum("bhwp,mpc->bhwmc", patches, kernel) + bias
         patches = self.patches(h, kh, kw, layer.padding)  # [B, H', W', kh*kw, M, C]
         kernel = ops.reshape(kernel, (self.members, kh * kw, cin, cout))
