@@ -330,8 +330,9 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
     def probabilities(self, X: np.ndarray) -> np.ndarray:
         """The model's outputs for ``X``, ``predict__batch_size`` rows per ``predict_on_batch`` call.
 
-        The forward pass of Keras' ``predict`` (its ``predict_step``, compiled once per model),
-        without building a data pipeline on every call: the search predicts once per fold.
+        The forward pass of Keras' ``predict`` (its ``predict_step``, compiled once per model and
+        input shape), without building a data pipeline on every call: the search predicts once per
+        fold. Rows are independent in inference, so zero rows padding the last chunk change no output.
         """
         if not getattr(self, "initialized_", False):
             raise NotFittedError("Estimator needs to be fit before `predict` can be called")
@@ -342,8 +343,11 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
             raise ValueError(f"X has rows of shape {X.shape[1:]}; the estimator was fit on {tuple(self.X_shape_[1:])}")
         X = self.feature_encoder_.transform(X)
         rows = getattr(self, "predict__batch_size", None) or PREDICT_ROWS
+        count = len(X)
+        if count > rows and count % rows:  # pad the last chunk: one input shape, one compiled predict step
+            X = np.concatenate([X, np.zeros((rows - count % rows, *X.shape[1:]), X.dtype)])
         outputs = [np.asarray(self.model_.predict_on_batch(X[at : at + rows])) for at in range(0, len(X), rows)]
-        return np.concatenate(outputs)
+        return np.concatenate(outputs)[:count]
 
     def _raise_if_diverged(self) -> None:
         losses = self.history_.get("loss", [])

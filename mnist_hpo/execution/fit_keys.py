@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -87,6 +88,12 @@ def numerics_versions(backend: str) -> dict[str, str]:
 
     Read from package metadata, so no backend is imported. A package that is not installed is "none".
     """
+    return dict(installed_numerics(backend))
+
+
+@functools.cache
+def installed_numerics(backend: str) -> tuple[tuple[str, str], ...]:
+    """:func:`numerics_versions` as read once per process: every fit key needs it, and packages do not change."""
     versions = {}
     for package in ("keras", *BACKEND_PACKAGES.get(backend, (backend,))):
         found = "none"
@@ -96,4 +103,4 @@ def numerics_versions(backend: str) -> dict[str, str]:
                 break
         match = re.match(r"\d+\.\d+", found)
         versions[package] = match.group() if match else found
-    return versions
+    return tuple(versions.items())

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +45,14 @@ class FusedModel:
     def member_weights(self, trainable: list[np.ndarray], non_trainable: list[np.ndarray]) -> list[list[np.ndarray]]:
         """Each member's weights in its Keras model's ``get_weights()`` order."""
         raise NotImplementedError
+
+    def structure(self) -> Hashable | None:
+        """All that decides :meth:`forward`'s computation, parameters aside; None when not describable.
+
+        Fused models of equal structure compute the same function of their parameters, so their
+        trainers share one compiled validation pass.
+        """
+        return None
 
 
 def numpy_values(variables: Sequence[Any]) -> list[np.ndarray]:
@@ -231,13 +239,12 @@ class WideCNN(FusedModel):
         return cls(models, merged)
 
     def __init__(self, models: Sequence[keras.Model], layers: list[Layer]) -> None:
-        self.models = list(models)
-        self.members = len(self.models)
+        self.members = len(models)
         self.layers = layers
         self.non_trainable = []
         self.trainable = []
         self.slots: list[list[int]] = []  # per layer position: the indices of its stacked tensors
-        per_member = [self.layer_weights(model) for model in self.models]
+        per_member = [self.layer_weights(model) for model in models]
         for position, layer in enumerate(layers):
             slots = []
             if layer.kind in ("conv", "dense", "softmax_dense"):
@@ -262,6 +269,9 @@ class WideCNN(FusedModel):
         layers = [layer for layer in model.layers if not isinstance(layer, keras.layers.InputLayer)]
         kept = [layer for layer in layers if layer_of(layer).kind != "identity"]
         return [[np.array(weight) for weight in layer.get_weights()] for layer in kept]
+
+    def structure(self) -> Hashable:
+        return ("wide", self.members, tuple(self.layers))
 
     def forward(self, trainable: list[Any], non_trainable: list[Any], x: Any, training: bool) -> tuple[Any, ...]:
         h = x  # [B, H, W, C] shared; then [B, H, W, M, C] or [B, M, J] with the member axis second to last

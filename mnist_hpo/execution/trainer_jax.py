@@ -25,9 +25,10 @@ class JaxTrainer(Trainer):
         self.optimizer.build(variables)
         self.initial_optimizer = [variable.value for variable in self.optimizer.variables]
         self.epoch = jax.jit(self.epoch_fn)
+        self.evaluate = self.evaluation()
 
-    def epoch_fn(self, state: Any, alive: Any, x: Any, ys: Any, steps: Any, validation: Any) -> Any:
-        """One epoch of every member: the scan of its steps, then its validation sums."""
+    def epoch_fn(self, state: Any, alive: Any, x: Any, ys: Any, steps: Any) -> Any:
+        """One epoch of every member: the scan of its steps; returns (state, alive, loss and correct sums)."""
 
         def total(trainable: Any, non_trainable: Any, xb: Any, yb: Any, weight: Any, alive: Any) -> Any:
             probabilities, non_trainable, regularisation = self.fused.forward(trainable, non_trainable, xb, True)
@@ -51,16 +52,20 @@ class JaxTrainer(Trainer):
 
         sums = jnp.zeros((self.fused.members, 2), dtype="float32")
         (state, alive, sums), _ = jax.lax.scan(step, (state, alive, sums), steps)
-        trainable, non_trainable, _ = state
+        return state, alive, sums
 
+    def compile_evaluation(self) -> Any:
+        return jax.jit(self.evaluate_fn)
+
+    def evaluate_fn(self, trainable: Any, non_trainable: Any, xv: Any, yvs: Any, wv: Any) -> Any:
         def chunk(totals: Any, batch: Any) -> Any:
             xc, yc, wc = batch
             probabilities, _, regularisation = self.fused.forward(trainable, non_trainable, xc, False)
             losses, corrects = self.member_losses(probabilities, regularisation, yc, wc)
             return totals + jnp.stack([losses * jnp.sum(wc), corrects], axis=1), None
 
-        totals, _ = jax.lax.scan(chunk, jnp.zeros((self.fused.members, 2), dtype="float32"), validation)
-        return state, alive, sums, totals
+        totals, _ = jax.lax.scan(chunk, jnp.zeros((self.fused.members, 2), dtype="float32"), (xv, yvs, wv))
+        return totals
 
     def fit(self, x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder, epochs: int) -> list[MemberFit]:
         """Train every member from its initial state; one compiled call per epoch."""
@@ -78,12 +83,16 @@ class JaxTrainer(Trainer):
             "alive": jnp.ones(self.fused.members, dtype=bool),
         }
 
+        nothing = np.zeros((self.fused.members, 2), np.float32)
+
         def epoch_call(epoch: int) -> tuple[Any, Any, Any]:
             index, weight = order.steps_layout(epoch)
             steps = (jnp.asarray(index), jnp.asarray(weight))
-            carry["state"], carry["alive"], sums, totals = self.epoch(
-                carry["state"], carry["alive"], x_device, ys, steps, validation
-            )
+            carry["state"], carry["alive"], sums = self.epoch(carry["state"], carry["alive"], x_device, ys, steps)
+            totals = nothing
+            if order.rows > order.train_rows:
+                trainable, non_trainable, _ = carry["state"]
+                totals = self.evaluate(trainable, non_trainable, *validation)
             return carry["alive"], sums, totals
 
         histories, failed = self.run_epochs(epoch_call, order, epochs)

@@ -54,6 +54,7 @@ class TensorFlowTrainer(Trainer):
         self.deterministic = deterministic_asked()
         self.xla = not (self.deterministic or fused.draws_random)
         self.epoch = tf.function(self.epoch_fn, jit_compile=self.xla, autograph=False)
+        self.evaluate = self.evaluation(self.xla)
 
     def reset(self) -> None:
         """Every member back at its initial weights, optimizer slots and step counter."""
@@ -82,9 +83,8 @@ class TensorFlowTrainer(Trainer):
             variable.assign(value)
         return ok, losses, corrects
 
-    def epoch_fn(self, alive: Any, x: Any, ys: Any, index: Any, weight: Any, xv: Any, yvs: Any, wv: Any) -> Any:
-        """One epoch of every member: the loop of its steps, then its validation sums."""
-        members = self.fused.members
+    def epoch_fn(self, alive: Any, x: Any, ys: Any, index: Any, weight: Any) -> Any:
+        """One epoch of every member: the loop of its steps; returns (alive after it, loss and correct sums)."""
 
         def body(step: Any, alive: Any, sums: Any) -> Any:
             rows = tf.gather(index, step)
@@ -97,11 +97,14 @@ class TensorFlowTrainer(Trainer):
         _, alive, sums = tf.while_loop(
             lambda step, *_: step < tf.shape(index)[0],
             body,
-            (tf.constant(0), alive, tf.zeros((members, 2), dtype=tf.float32)),
+            (tf.constant(0), alive, tf.zeros((self.fused.members, 2), dtype=tf.float32)),
         )
-        trainable = [variable.value for variable in self.trainable]
-        non_trainable = [variable.value for variable in self.non_trainable]
+        return alive, sums
 
+    def compile_evaluation(self) -> Any:
+        return tf.function(self.evaluate_fn, jit_compile=self.xla, autograph=False)
+
+    def evaluate_fn(self, trainable: Any, non_trainable: Any, xv: Any, yvs: Any, wv: Any) -> Any:
         def chunk(position: Any, totals: Any) -> Any:
             wc = wv[position]
             yc = [y[position] for y in yvs]
@@ -109,12 +112,12 @@ class TensorFlowTrainer(Trainer):
             losses, corrects = self.member_losses(probabilities, regularisation, yc, wc)
             return position + 1, totals + tf.stack([losses * tf.reduce_sum(wc), corrects], axis=1)
 
-        _, validation = tf.while_loop(
+        _, totals = tf.while_loop(
             lambda position, _: position < tf.shape(xv)[0],
             chunk,
-            (tf.constant(0), tf.zeros((members, 2), dtype=tf.float32)),
+            (tf.constant(0), tf.zeros((self.fused.members, 2), dtype=tf.float32)),
         )
-        return alive, sums, validation
+        return totals
 
     def fit(self, x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder, epochs: int) -> list[MemberFit]:
         """Train every member from its initial state; one compiled call per epoch."""
@@ -124,13 +127,17 @@ class TensorFlowTrainer(Trainer):
         data = (tf.constant(x), [tf.constant(target) for target in targets])
         validation = (tf.constant(xv), [tf.constant(y) for y in yv], tf.constant(wv))
         state = {"alive": tf.ones(self.fused.members, dtype=tf.bool)}
+        nothing = np.zeros((self.fused.members, 2), np.float32)
 
         def epoch_call(epoch: int) -> tuple[Any, Any, Any]:
             index, weight = order.steps_layout(epoch)
             with op_determinism(self.deterministic):
-                state["alive"], sums, totals = self.epoch(
-                    state["alive"], *data, tf.constant(index), tf.constant(weight), *validation
-                )
+                state["alive"], sums = self.epoch(state["alive"], *data, tf.constant(index), tf.constant(weight))
+                totals = nothing
+                if order.rows > order.train_rows:
+                    trainable = [variable.value for variable in self.trainable]
+                    non_trainable = [variable.value for variable in self.non_trainable]
+                    totals = self.evaluate(trainable, non_trainable, *validation)
             return state["alive"], sums, totals
 
         histories, failed = self.run_epochs(epoch_call, order, epochs)

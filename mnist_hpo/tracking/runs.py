@@ -153,13 +153,16 @@ def close_lost_fits(client: MlflowClient, experiment_id: str, search_run_id: str
         The ids of the runs it ended.
     """
     query = f"tags.`{SEARCH_RUN}` = '{search_run_id}' and tags.`{LEVEL}` = 'fold'"
+    # The usual answer is none: ask for the running ones first, the others only to name a lost fit's outcome.
+    lost = client.search_runs([experiment_id], f"{query} and attributes.status = 'RUNNING'", max_results=50000)
+    if not lost:
+        return []
     folds = client.search_runs([experiment_id], query, max_results=50000)
 
     def fit(run: Run) -> tuple[str | None, ...]:
         return tuple(run.data.tags.get(name) for name in (CANDIDATE, SPLIT, ITERATION))
 
     outcomes = {fit(run): run.info.run_id for run in folds if run.info.status != "RUNNING"}
-    lost = [run for run in folds if run.info.status == "RUNNING"]
     for run in lost:
         again = outcomes.get(fit(run))
         client.set_tag(run.info.run_id, LOST, "true")

@@ -265,16 +265,19 @@ class SearchRun:
             values = {name: row[name] for name in frame.columns if name.endswith(("_score", "_time")) and name in row}
             values |= {"rank_test_score": row["rank_test_score"]}
             values |= {name: row[name] for name in COMPARISON_COLUMNS if name != "tied_with_best"}
-            self.client.log_batch(run.info.run_id, metrics=metrics_batch(values, step))
-            self.client.set_tag(run.info.run_id, TIED_WITH_BEST, str(bool(row["tied_with_best"])).lower())
+            tags = {TIED_WITH_BEST: str(bool(row["tied_with_best"])).lower()}
             if "iter" in frame:
-                self.client.set_tag(run.info.run_id, ITERATION_REACHED, str(step))
+                tags[ITERATION_REACHED] = str(step)
             if row["failed"]:
-                self.client.set_tag(run.info.run_id, FAILED, "true")
                 reasons = {
                     fold.data.tags.get(ERROR) for k, fold in folds.items() if k[0] == key and fold.data.tags.get(ERROR)
                 }
-                self.client.set_tag(run.info.run_id, ERROR, "; ".join(sorted(reasons))[:MAX_TEXT] or "fit failed")
+                tags |= {FAILED: "true", ERROR: "; ".join(sorted(reasons))[:MAX_TEXT] or "fit failed"}
+            self.client.log_batch(
+                run.info.run_id,
+                metrics=metrics_batch(values, step),
+                tags=[RunTag(name, value) for name, value in tags.items()],
+            )
             for split in range(result.n_splits):
                 fold = folds.get((key, str(split), str(step)))
                 if fold is not None:
