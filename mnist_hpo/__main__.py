@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -14,6 +15,7 @@ from omegaconf import DictConfig
 
 from mnist_hpo.composition import check_command_line
 from mnist_hpo.config import SWEEP_RUN_ENV, ConfigError, moved_key, register_configs, typed
+from mnist_hpo.execution.ray_backend import PlacementError
 from mnist_hpo.execution.runtime import configure_backend
 from mnist_hpo.redaction import redact
 from mnist_hpo.session import JobContext, Session, open_session
@@ -39,6 +41,18 @@ def job_context() -> JobContext:
     )
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, as Slurm, Kubernetes, systemd and ``timeout`` stop a job: handled as Ctrl-C is.
+
+    A KeyboardInterrupt, so every block that ends runs KILLED on Ctrl-C does so here too.
+    """
+
+
+def terminate(signum: int, frame: object) -> NoReturn:
+    """The SIGTERM handler: stop the search where it is, through the Ctrl-C path."""
+    raise Terminated
+
+
 def fail(error: ConfigError) -> None:
     """Report a user's mistake as one line and exit 2."""
     print(f"error: {error}", file=sys.stderr)
@@ -62,16 +76,24 @@ def main(cfg: DictConfig) -> float:
                 return run(config, job, session=session)
         except TrackingStoreLost as lost:
             stop_store_lost(lost, session, job.output_dir)
+        except PlacementError as error:
+            print(
+                f"cluster: {error}; the search's runs are marked FAILED and its finished fits are kept in the "
+                f"fit store; add a node or lower execution.n_jobs, and run `{this_command()}` again to resume",
+                file=sys.stderr,
+            )
+            sys.exit(1)
     except ConfigError as error:
         fail(error)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as stop:
         # The runs were already ended KILLED on the way out; the fit store holds every finished fit.
+        terminated = isinstance(stop, Terminated)
         print(
-            f"interrupted: the search's MLflow runs are marked KILLED and its finished fits are kept; "
-            f"run `{this_command()}` again to resume",
+            f"{'terminated (SIGTERM)' if terminated else 'interrupted'}: the search's MLflow runs are marked "
+            f"KILLED and its finished fits are kept; run `{this_command()}` again to resume",
             file=sys.stderr,
         )
-        sys.exit(130)
+        sys.exit(128 + signal.SIGTERM if terminated else 130)
 
 
 def this_command() -> str:
@@ -117,6 +139,7 @@ def cli() -> None:
         check_command_line(sys.argv[1:], CONFIG_DIR)
     except ConfigError as error:
         fail(error)
+    signal.signal(signal.SIGTERM, terminate)
     main()
 
 

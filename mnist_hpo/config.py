@@ -67,6 +67,7 @@ class RayConfig:
 
     address: str | None = None
     ray_remote_args: dict[str, Any] = field(default_factory=dict)
+    placement_timeout_s: float = 120.0  # how long the cluster may lack room for a search's worker
 
 
 @dataclass
@@ -97,7 +98,7 @@ class ExecutionConfig:
     backend: str = "loky"
     ray: RayConfig = field(default_factory=RayConfig)
     worker_threads: int | None = None
-    worker_max_growth_mb: int = 300
+    worker_max_growth_mb: int | None = None  # None: DEFAULT_WORKER_GROWTH_MB on loky
     model_cache_mb: int = 256
     gpu_memory_fraction: float | None = None
     progress: bool = True

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import logging
+import math
 import re
+import socket
+import zipfile
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -57,18 +62,38 @@ class MnistData:
 
 
 def read_idx(path: Path) -> np.ndarray:
-    """Read one IDX file (raw or gzipped) into a uint8 array of its declared shape."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        raw = handle.read()
-    if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
-        raise ConfigError(f"data.path: {path} is not an unsigned-byte IDX file")
-    ndim = raw[3]
+    """Read one IDX file (raw or gzipped) into a uint8 array of its declared shape.
+
+    Checked against the format's own records: gzip's end marker, CRC and length, then the IDX header
+    (two zero bytes, type 0x08 for unsigned bytes, the dimension count, each dimension), whose
+    product must be exactly the bytes that follow.
+    """
+    where = f"data.path: {path}"
+    try:
+        opener = gzip.open if path.suffix == ".gz" else open
+        with opener(path, "rb") as handle:
+            raw = handle.read()
+    except EOFError:
+        raise ConfigError(f"{where} is cut short: its gzip stream ends before its end marker") from None
+    except (gzip.BadGzipFile, zlib.error) as error:
+        raise ConfigError(f"{where} is not a valid gzip file ({error})") from None
+    except OSError as error:
+        raise ConfigError(f"{where} cannot be read ({error.strerror or error})") from None
+    if len(raw) < 4 or raw[:2] != b"\x00\x00":
+        raise ConfigError(f"{where} is not an IDX file: it does not start with an IDX magic number")
+    if raw[2] != 0x08:
+        raise ConfigError(f"{where} holds IDX type 0x{raw[2]:02x}; images and labels must be unsigned bytes (0x08)")
+    ndim, offset = raw[3], 4 + 4 * raw[3]
+    if ndim == 0 or len(raw) < offset:
+        raise ConfigError(f"{where} is cut short: its IDX header declares {ndim} dimensions and ends early")
     dims = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-    body = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
-    if body.size != int(np.prod(dims)):
-        raise ConfigError(f"data.path: {path} is truncated ({body.size} of {np.prod(dims)} bytes)")
-    return body.reshape(dims)
+    declared, held = math.prod(dims), len(raw) - offset
+    if held != declared:
+        state = "is cut short" if held < declared else "holds more than its header declares"
+        raise ConfigError(
+            f"{where} {state}: its header declares {' x '.join(map(str, dims))} = {declared:,} bytes, it holds {held:,}"
+        )
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(dims)
 
 
 def idx_sets(folder: Path) -> dict[str, dict[str, Path]]:
@@ -107,26 +132,91 @@ def find_idx_files(path: Path) -> dict[str, Path]:
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read the four arrays (x_train, y_train, x_test, y_test) from an ``.npz`` file."""
+    """Read the four arrays (x_train, y_train, x_test, y_test) from an ``.npz`` file.
+
+    An ``.npz`` is a zip of ``.npy`` files, each checked against the format's own records before
+    its bytes are trusted: the zip's directory (at the end of the file: one cut short has none), each
+    member's ``.npy`` header (shape and dtype, whose product must be the member's size) and zip's
+    CRC-32 of its bytes. Object arrays are refused: they would be pickles.
+    """
     try:
-        with np.load(path) as archive:
-            missing = [key for key in SPLITS if key not in archive.files]
-            if missing:
-                raise ConfigError(f"data.path: {path} lacks arrays {missing}; it needs {list(SPLITS)}")
-            return {key: archive[key] for key in SPLITS}
-    except (OSError, ValueError, EOFError) as error:
-        if isinstance(error, ConfigError):
-            raise
-        raise ConfigError(f"data.path: {path} is not a readable .npz file ({error})") from error
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile:
+        size = path.stat().st_size
+        raise ConfigError(
+            f"data.path: {path} is not a readable .npz file: no zip directory in its {size:,} bytes "
+            "(cut short, or not an .npz)"
+        ) from None
+    except OSError as error:
+        raise ConfigError(f"data.path: {path} cannot be read ({error.strerror or error})") from None
+    with archive:
+        members = {name.removesuffix(".npy"): name for name in archive.namelist() if name.endswith(".npy")}
+        missing = [key for key in SPLITS if key not in members]
+        if missing:
+            raise ConfigError(f"data.path: {path} lacks arrays {missing}; it needs {list(SPLITS)}")
+        return {key: read_npy_member(archive, members[key], path) for key in SPLITS}
 
 
-def read_path(path: Path) -> dict[str, np.ndarray]:
-    """Read an ``.npz`` file, a folder of the four IDX files, or one IDX set of a folder (``FOLDER/SET``)."""
+def read_npy_member(archive: zipfile.ZipFile, name: str, path: Path) -> np.ndarray:
+    """One ``.npy`` member of an ``.npz``, its header checked against its size and its bytes by CRC."""
+    where = f"data.path: {path}: {name}"
+    info = archive.getinfo(name)
+    try:
+        with archive.open(info) as member:
+            version = np.lib.format.read_magic(member)
+            readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+            if version not in readers:
+                raise ConfigError(f"{where} is .npy format {version[0]}.{version[1]}; this reader takes 1.0 and 2.0")
+            shape, fortran_order, dtype = readers[version](member)
+            if dtype.hasobject:
+                raise ConfigError(f"{where} holds Python objects ({dtype}); data arrays hold numbers, never pickles")
+            declared, held = math.prod(shape) * dtype.itemsize, info.file_size - member.tell()
+            if held != declared:
+                state = "is cut short" if held < declared else "holds more than its header declares"
+                raise ConfigError(f"{where} {state}: {shape} {dtype} is {declared:,} bytes, it holds {held:,}")
+            raw = member.read()  # reading to the end checks the member's CRC-32
+    except ConfigError:
+        raise
+    except (zipfile.BadZipFile, zlib.error, EOFError, ValueError, OSError) as error:
+        raise ConfigError(f"{where} is damaged ({error})") from None
+    return np.frombuffer(raw, dtype).reshape(shape, order="F" if fortran_order else "C")
+
+
+def read_path(path: Path) -> tuple[dict[str, np.ndarray], str, dict[str, str]]:
+    """Read an ``.npz`` file, a folder of the four IDX files, or one IDX set of a folder (``FOLDER/SET``).
+
+    Returns the arrays and, for messages, the key and file they came from and each array's name.
+    """
     if path.is_file():
-        return read_npz(path)
+        return read_npz(path), f"data.path: {path}", {}
     if not path.is_dir() and path.name not in idx_sets(path.parent):
         raise ConfigError(f"data.path: {path} does not exist; give an .npz, a folder of IDX files or FOLDER/SET")
-    return {key: read_idx(file) for key, file in find_idx_files(path).items()}
+    files = find_idx_files(path)
+    return {key: read_idx(file) for key, file in files.items()}, "data.path", {k: str(f) for k, f in files.items()}
+
+
+def download_failure(error: BaseException) -> str:
+    """Why a download failed, from the root of ``error``'s chain: Keras wraps it in a bare ``Exception``."""
+    chain: list[BaseException] = []
+    link: BaseException | None = error
+    while link is not None and link not in chain:
+        chain.append(link)
+        reason = getattr(link, "reason", None)  # urllib's URLError holds the socket error as its reason
+        link = reason if isinstance(reason, BaseException) else link.__cause__ or link.__context__
+    for cause in reversed(chain):  # the root first: its words are the most specific
+        text = str(cause)
+        if isinstance(cause, socket.gaierror) or "name resolution" in text or "Name or service not known" in text:
+            return f"no network: the download host's name does not resolve ({text})"
+        if isinstance(cause, ConnectionRefusedError):
+            return f"the connection was refused ({text})"
+        if isinstance(cause, TimeoutError):
+            return f"the connection timed out ({text})"
+        if isinstance(cause, OSError) and cause.errno in (errno.ENETUNREACH, errno.EHOSTUNREACH):
+            return f"no network: the download host cannot be reached ({text})"
+        if "hash does not match" in text or "corrupted file" in text:
+            return "the download is corrupted: its checksum does not match"
+    root = chain[-1]
+    return f"{type(root).__name__}: {str(root) or 'no reason given'}"
 
 
 def read_keras_cache() -> dict[str, np.ndarray]:
@@ -138,7 +228,7 @@ def read_keras_cache() -> dict[str, np.ndarray]:
     except Exception as error:
         raise ConfigError(
             "data.source=keras: MNIST is not in the Keras cache and cannot be downloaded "
-            f"({type(error).__name__}); set data.path to an MNIST .npz or IDX folder"
+            f"({download_failure(error)}); set data.path to an MNIST .npz or IDX folder"
         ) from error
     return {"x_train": x_train, "y_train": y_train, "x_test": x_test, "y_test": y_test}
 
@@ -149,38 +239,47 @@ def read_embedded() -> dict[str, np.ndarray]:
         return read_npz(path)
 
 
-def check_arrays(arrays: dict[str, np.ndarray], where: str) -> None:
+def check_arrays(arrays: dict[str, np.ndarray], where: str, names: dict[str, str] | None = None) -> None:
     """Fail with a ``data.*`` error unless the arrays are images and labels a classifier can learn.
 
     Any image size and channel count work (the builder reads them from the data), so do any integer
-    labels, provided every test label is a class of the training split.
+    labels, provided every test label is a class of the training split. ``names`` say where each
+    array came from (its file), for the message.
     """
+    names = {key: (names or {}).get(key, key) for key in SPLITS}
     shapes = {}
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
+        x_name, y_name = names[f"x_{split}"], names[f"y_{split}"]
         if x.ndim not in (3, 4) or 0 in x.shape[1:]:
-            raise ConfigError(f"{where}: x_{split} has shape {x.shape}, expected N x H x W or N x H x W x C")
+            raise ConfigError(f"{where}: {x_name} has shape {x.shape}, expected N x H x W or N x H x W x C")
         shapes[split] = x.shape[1:] if x.ndim == 4 else (*x.shape[1:], 1)
+        if y.ndim == 1 and len(y) != len(x):
+            raise ConfigError(
+                f"{where}: {y_name} has {len(y):,} labels and {x_name} {len(x):,} images; each image needs one label"
+            )
         if y.shape != (len(x),):
-            raise ConfigError(f"{where}: y_{split} has shape {y.shape}, expected ({len(x)},)")
+            raise ConfigError(f"{where}: {y_name} has shape {y.shape}, expected ({len(x)},)")
         if y.dtype.kind not in "iu":
-            raise ConfigError(f"{where}: y_{split} holds {y.dtype} labels; labels must be integers (class indices)")
+            raise ConfigError(f"{where}: {y_name} holds {y.dtype} labels; labels must be integers (class indices)")
         if x.dtype.kind == "f" and not np.isfinite(x).all():
-            raise ConfigError(f"{where}: x_{split} holds NaN or infinite pixels; images must be finite")
+            raise ConfigError(f"{where}: {x_name} holds NaN or infinite pixels; images must be finite")
         if x.dtype.kind not in "uif" or (x.size and (x.min() < 0 or x.max() > 255)):
-            raise ConfigError(f"{where}: x_{split} must hold pixels in [0, 1] or 0-255, got {x.dtype} in a wider range")
+            raise ConfigError(f"{where}: {x_name} must hold pixels in [0, 1] or 0-255, got {x.dtype} in a wider range")
     if shapes["train"] != shapes["test"]:
         raise ConfigError(
-            f"{where}: x_train has shape {arrays['x_train'].shape} and x_test {arrays['x_test'].shape}; "
+            f"{where}: {names['x_train']} has shape {arrays['x_train'].shape} and {names['x_test']} "
+            f"{arrays['x_test'].shape}; "
             "both splits need one image shape"
         )
     classes = np.unique(arrays["y_train"])
     if len(classes) < 2:
-        raise ConfigError(f"{where}: y_train has one class only ({classes[0]}); a classifier needs two")
+        raise ConfigError(f"{where}: {names['y_train']} has one class only ({classes[0]}); a classifier needs two")
     unseen = np.setdiff1d(arrays["y_test"], classes)
     if unseen.size:
         raise ConfigError(
-            f"{where}: y_test has labels {unseen[:5].tolist()} that y_train lacks; a classifier predicts "
+            f"{where}: {names['y_test']} has labels {unseen[:5].tolist()} that {names['y_train']} lacks; "
+            "a classifier predicts "
             f"only the {len(classes)} classes it trained on"
         )
 
@@ -224,13 +323,14 @@ def stratified_subset(
 
 def load_data(config: DataConfig, seed: int) -> MnistData:
     """Load, check, subset and prepare the data the ``data`` config group describes."""
+    names = None
     if config.path:
-        where, arrays = "data.path", read_path(Path(config.path).expanduser())
+        arrays, where, names = read_path(Path(config.path).expanduser())
     elif config.source == "keras":
         where, arrays = "data.source", read_keras_cache()
     else:
         where, arrays = "data.source", read_embedded()
-    check_arrays(arrays, where)
+    check_arrays(arrays, where, names)
     x_train, y_train = stratified_subset(
         arrays["x_train"], arrays["y_train"], config.train_size, seed, "data.train_size"
     )

@@ -206,6 +206,7 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         context = self._init_callback_context(max_subtasks=None)
         context.call_on_fit_task_begin(estimator=self, X=X, y=y)
         self.fit_error_ = None
+        self.not_stored_: str | None = None  # why a fit trained here could not be saved to the fit store
         if stored is not None:
             context.call_on_fit_task_end(estimator=self, X=X, y=y)
             return self
@@ -227,7 +228,8 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
             self._epoch_tasks = None
             if store is not None and finished:
                 meta = {"fit_time_s": self.fit_time_s_, "classes": self.classes_.tolist(), "samples": len(X)}
-                store.save(self.fit_key_, self.model_.get_weights(), self.history_, meta)
+                if not store.save(self.fit_key_, self.model_.get_weights(), self.history_, meta):
+                    self.not_stored_ = store.save_error
             context.call_on_fit_task_end(estimator=self, X=X, y=y)
         return self
 

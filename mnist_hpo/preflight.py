@@ -14,11 +14,13 @@ import inspect
 import itertools
 import math
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from sklearn.model_selection import ParameterGrid
 
-from mnist_hpo.config import Config, ConfigError, ExecutionConfig
+from mnist_hpo.config import Config, ConfigError, ExecutionConfig, SearchConfig
 from mnist_hpo.data import stratified_subset
 from mnist_hpo.execution.fit_keys import describe
 from mnist_hpo.params import (
@@ -45,6 +47,95 @@ def check_folds(cv: int, y: np.ndarray, images_key: str) -> None:
         raise ConfigError(
             f"search.cv: {cv} folds need at least {cv} images of every class; class {classes[smallest]} has "
             f"{counts[smallest]} of the {len(y)} training images; lower search.cv or raise {images_key}"
+        )
+
+
+@dataclass(frozen=True)
+class HalvingSchedule:
+    """Successive halving's plan, as scikit-learn derives it: resources and candidates per iteration."""
+
+    resources: list[int]
+    candidates: list[int]
+    max_resources: int
+
+
+def halving_schedule(
+    search: SearchConfig, n_samples: int, n_classes: int, n_candidates: int | None, epochs: int
+) -> HalvingSchedule:
+    """The iterations of ``HalvingGridSearchCV``/``HalvingRandomSearchCV`` on this data, before it runs.
+
+    The rules scikit-learn documents (``tests/test_preflight.py`` holds them to its fitted
+    ``n_resources_`` and ``n_candidates_``): ``smallest`` is 2 x splits x classes images (1 epoch),
+    ``exhaust`` the most that lets the last needed iteration still fit, ``max_resources`` all
+    training images (``model.epochs``), each iteration ``factor`` times the resources of the last
+    for a ``factor``-th of its candidates. ``n_candidates`` is None for a random search's
+    ``search.n_candidates=exhaust`` (as many as the resources allow). Raises :class:`ConfigError`
+    naming the key on settings the data cannot satisfy.
+    """
+    splits = search.cv * search.cv_repeats
+    images = search.resource == "n_samples"
+    smallest = 2 * splits * n_classes if images else 1
+    largest = n_samples if images else epochs
+    unit = "training images" if images else "epochs"
+    exhaust = search.min_resources == "exhaust"
+    if exhaust and n_candidates is None:
+        raise ConfigError(
+            "search.n_candidates: exhaust counts candidates from search.min_resources, which is exhaust too; "
+            "set one of them to a number"
+        )
+    first = smallest if exhaust else int(search.min_resources)
+    if first > largest:
+        if exhaust:
+            raise ConfigError(
+                f"search.min_resources: exhaust starts at {first} {unit} (2 x {splits} splits x {n_classes} "
+                f"classes), more than the {largest} there are; raise data.train_size or lower search.cv"
+            )
+        limit = f"the {largest} {unit} there are" if images else f"model.epochs={epochs}"
+        raise ConfigError(
+            f"search.min_resources: {first} {unit} at the first iteration, more than {limit}; "
+            f"the largest value allowed is {largest}"
+        )
+    count = n_candidates if n_candidates is not None else largest // first
+    required = 1 + math.floor(math.log(count, search.factor)) if count > 0 else 1
+    if exhaust:
+        first = max(first, largest // search.factor ** (required - 1))
+    possible = 1 + math.floor(math.log(largest // first, search.factor))
+    resources, candidates, left = [], [], count
+    for iteration in range(min(possible, required)):
+        resources.append(min(int(search.factor**iteration * first), largest))
+        candidates.append(left)
+        left = math.ceil(left / search.factor)
+    return HalvingSchedule(resources, candidates, largest)
+
+
+def check_halving(cfg: Config, y: np.ndarray, n_candidates: int | None) -> None:
+    """Halving's first iteration on this data: resources it can have, fits with rows to train and score.
+
+    With ``resource=n_samples`` scikit-learn keeps ``resources / n_samples`` of each split's training
+    and test rows (unstratified); a fit must keep at least one image per class to train on after its
+    validation split, and one to score.
+    """
+    search = cfg.search
+    n_classes = len(np.unique(y))
+    schedule = halving_schedule(search, len(y), n_classes, n_candidates, cfg.model.epochs)
+    if search.resource != "n_samples" or not schedule.resources:
+        return
+    test_rows = math.floor(len(y) / search.cv)
+    train_rows = len(y) - math.ceil(len(y) / search.cv)
+
+    def kept(resources: int) -> tuple[int, int]:
+        fraction = resources / len(y)
+        fit_rows = int(fraction * train_rows)
+        return math.floor(fit_rows * (1.0 - cfg.model.validation_split)), int(fraction * test_rows)
+
+    trains, tests = kept(schedule.resources[0])
+    if trains < n_classes or tests < 1:
+        enough = (r for r in range(schedule.resources[0], len(y) + 1) if kept(r)[0] >= n_classes and kept(r)[1])
+        least = next(enough, None)
+        allowed = f"the smallest value allowed is {least}" if least else "raise data.train_size"
+        raise ConfigError(
+            f"search.min_resources: {schedule.resources[0]} of the {len(y)} training images leave a first-iteration "
+            f"fit {trains} images to train on and {tests} to score, for {n_classes} classes; {allowed}"
         )
 
 
@@ -210,3 +301,10 @@ def preflight(cfg: Config, x_train: np.ndarray, y_train: np.ndarray) -> None:
     else:
         check_architectures(cfg, grids, x_train, y_train)
     check_folds(cfg.search.cv, y_train, "data.train_size")
+    if cfg.search.strategy == "halving" and not cfg.study.enabled:
+        space = build_space(dict(cfg.grid), allow_distributions=True)
+        if any(not isinstance(values, list) for values in space.values()):  # HalvingRandomSearchCV
+            count = cfg.search.n_candidates if cfg.search.n_candidates != "exhaust" else None
+        else:
+            count = len(ParameterGrid(space))
+        check_halving(cfg, y_train, count)

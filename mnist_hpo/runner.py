@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -22,13 +22,13 @@ from mnist_hpo.execution.executors import temporary_fit_store, train_ahead
 from mnist_hpo.execution.fused import FusedReport
 from mnist_hpo.execution.workers import fit_workers
 from mnist_hpo.identity import resume_key
-from mnist_hpo.params import estimator_params
 from mnist_hpo.provenance import Provenance, git_commit
 from mnist_hpo.report import places_view, result_view
 from mnist_hpo.search import build_cv, build_search
 from mnist_hpo.selection import COMPARISON_COLUMNS, FoldSizes, RefitRule, rule_name
 from mnist_hpo.session import JobContext, Session
 from mnist_hpo.space import build_space
+from mnist_hpo.tracking.limits import config_params
 from mnist_hpo.tracking.links import run_links
 from mnist_hpo.tracking.search_run import SearchRunSpec, open_search_run
 
@@ -40,13 +40,6 @@ class SearchOutcome:
     result: SearchResult
     run_id: str | None
     csv_path: Path
-
-
-def flat_params(cfg: Config) -> dict[str, Any]:
-    """The config as MLflow params: model values under their routed estimator names, the rest dotted."""
-    groups = {name: value for name, value in asdict(cfg).items() if name != "model"}
-    flat = pd.json_normalize(groups, sep=".").iloc[0].to_dict()
-    return estimator_params(cfg.model) | flat
 
 
 def write_cv_results(search: Any, result: SearchResult, output_dir: Path) -> Path:
@@ -136,7 +129,7 @@ def fitted_search(
     spec = SearchRunSpec(
         experiment=cfg.tracking.experiment,
         run_name=run_name or job.job_name,
-        params=flat_params(cfg),
+        params=config_params(cfg),
         provenance=provenance,
         config_yaml=config_yaml(cfg),
         sweep_run_id=job.sweep_run_id,

@@ -59,6 +59,7 @@ def open_session(cfg: Config, job: JobContext) -> Session:
 
     It runs before any MLflow run is created and before any training.
     """
+    from mnist_hpo.tracking.limits import check_tracking_limits
     from mnist_hpo.tracking.store import open_store
 
     validate_config(cfg)
@@ -69,6 +70,8 @@ def open_session(cfg: Config, job: JobContext) -> Session:
     fit_store = fit_store_folder(cfg.execution, cfg.tracking, job.launch_dir)
     if fit_store is not None:
         FitStore(fit_store, key_name="execution.fit_store_dir").check_writable()
+    if cfg.tracking.enabled:
+        check_tracking_limits(cfg)
     store = open_store(cfg.tracking, job.launch_dir) if cfg.tracking.enabled else None
     device = describe_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)

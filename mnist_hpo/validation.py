@@ -136,6 +136,10 @@ def validate_search(search: SearchConfig) -> None:
             raise ConfigError(f"search.{key}: {value!r} must be exhaust or a positive integer")
 
 
+# Settings of loky's local worker processes, which Ray's actors do not have.
+LOKY_WORKER_KEYS = ("worker_threads", "worker_max_growth_mb", "gpu_memory_fraction")
+
+
 def validate_execution(execution: ExecutionConfig) -> None:
     """Check the ``execution`` group."""
     n_jobs = execution.n_jobs
@@ -144,10 +148,20 @@ def validate_execution(execution: ExecutionConfig) -> None:
     one_of(choices.FIT_BACKENDS)("execution.backend", execution.backend)
     if execution.worker_threads is not None:
         number(1, integer=True)("execution.worker_threads", execution.worker_threads)
-    number(1, integer=True)("execution.worker_max_growth_mb", execution.worker_max_growth_mb)
+    if execution.worker_max_growth_mb is not None:
+        number(1, integer=True)("execution.worker_max_growth_mb", execution.worker_max_growth_mb)
     number(0, integer=True)("execution.model_cache_mb", execution.model_cache_mb)
     if execution.gpu_memory_fraction is not None:
         number(0, 1.0001, closed_low=False)("execution.gpu_memory_fraction", execution.gpu_memory_fraction)
+    number(0, closed_low=False)("execution.ray.placement_timeout_s", execution.ray.placement_timeout_s)
+    if execution.backend == "ray":  # Ray starts, sizes and restarts its own actors
+        for key in LOKY_WORKER_KEYS:
+            value = getattr(execution, key)
+            if value is not None:
+                raise ConfigError(
+                    f"execution.{key}: {value} applies to loky's worker processes, not to execution.backend=ray; "
+                    "size Ray's actors with execution.ray.ray_remote_args, e.g. {num_cpus: 2, num_gpus: 0.5}"
+                )
     number(1, integer=True)("execution.fit_store_budget_mb", execution.fit_store_budget_mb)
     number(1, integer=True)("execution.fused_group_mb", execution.fused_group_mb)
 

@@ -8,7 +8,10 @@ checked. A few cases also run as real subprocesses, where TensorFlow's start-up 
 
 from __future__ import annotations
 
+import gzip
+import io
 import sys
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -16,19 +19,56 @@ import pytest
 from conftest import run_cli
 
 from mnist_hpo.__main__ import cli
+from mnist_hpo.data import IDX_FILES
 
 
-def write_npz(path: Path, **changes: np.ndarray) -> Path:
-    """A tiny MNIST-shaped .npz, with some arrays replaced."""
+def tiny_arrays() -> dict[str, np.ndarray]:
+    """MNIST-shaped arrays, four images of each digit to train on and two to test."""
     rng = np.random.default_rng(0)
-    arrays = {
+    return {
         "x_train": rng.integers(0, 255, (40, 28, 28), dtype=np.uint8),
         "y_train": np.tile(np.arange(10), 4),
         "x_test": rng.integers(0, 255, (20, 28, 28), dtype=np.uint8),
         "y_test": np.tile(np.arange(10), 2),
-    } | changes
-    np.savez(path, **arrays)
+    }
+
+
+def write_npz(path: Path, **changes: np.ndarray) -> Path:
+    """A tiny MNIST-shaped .npz, with some arrays replaced."""
+    np.savez(path, **(tiny_arrays() | changes))
     return path
+
+
+def npy_bytes(array: np.ndarray) -> bytes:
+    """``array`` as an .npy file's bytes."""
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def idx_bytes(array: np.ndarray) -> bytes:
+    """``array`` as an IDX file of unsigned bytes: MNIST's distribution format."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def write_idx_set(folder: Path, damage: str) -> Path:
+    """A folder of MNIST's four gzipped IDX files (tiny), one of them damaged as a real one can be."""
+    arrays = {IDX_FILES[key]: array for key, array in tiny_arrays().items()}
+    folder.mkdir()
+    for name, array in arrays.items():
+        payload = idx_bytes(array)
+        if name == "train-labels-idx1-ubyte" and damage == "one label short":
+            payload = idx_bytes(array[:-1])
+        if name == "t10k-images-idx3-ubyte" and damage == "dimensions lie":  # 20 images declared as 21
+            payload = payload[:4] + (21).to_bytes(4, "big") + payload[8:]
+        if name == "t10k-labels-idx1-ubyte" and damage == "float type":  # IDX type 0x0d: 4-byte floats
+            payload = payload[:2] + b"\x0d" + payload[3:]
+        compressed = gzip.compress(payload)
+        if name == "train-images-idx3-ubyte" and damage == "download cut short":
+            compressed = compressed[: len(compressed) // 2]
+        (folder / f"{name}.gz").write_bytes(compressed)
+    return folder
 
 
 def fill(text: str, files: dict[str, Path]) -> str:
@@ -66,9 +106,50 @@ BAD_INPUTS = {
         "search.strategy: unknown value 'bayes'; valid: grid, random, halving",
     ),
     "missing path": (["data.path=/no/such/mnist.npz"], "data.path: /no/such/mnist.npz does not exist"),
-    "wrong shape": (["data.path=<wrong_shape>"], "data.path: x_train has shape (40, 28, 27)"),
-    "unseen test labels": (["data.path=<bad_labels>"], "data.path: y_test has labels [11] that y_train lacks"),
+    "wrong shape": (["data.path=<wrong_shape>"], "data.path: <wrong_shape>: x_train has shape (40, 28, 27)"),
+    "unseen test labels": (
+        ["data.path=<bad_labels>"],
+        "data.path: <bad_labels>: y_test has labels [11] that y_train lacks",
+    ),
     "not npz": (["data.path=<not_npz>"], "data.path: <not_npz> is not a readable .npz file"),
+    "npz cut short": (
+        ["data.path=<cut_npz>"],
+        "data.path: <cut_npz> is not a readable .npz file: no zip directory in its",
+    ),
+    "npz with a changed byte": (
+        ["data.path=<flipped_npz>"],
+        "data.path: <flipped_npz>: x_train.npy is damaged (Bad CRC-32 for file 'x_train.npy')",
+    ),
+    "npz whose array header lies": (
+        ["data.path=<lying_npz>"],
+        "data.path: <lying_npz>: x_test.npy is cut short: (20, 28, 28) uint8 is 15,680 bytes, it holds 15,000",
+    ),
+    "npz holding a pickle": (
+        ["data.path=<pickle_npz>"],
+        "data.path: <pickle_npz>: y_test.npy holds Python objects (object); data arrays hold numbers, never pickles",
+    ),
+    "npz with a label short": (
+        ["data.path=<short_npz>"],
+        "data.path: <short_npz>: y_train has 39 labels and x_train 40 images; each image needs one label",
+    ),
+    "gzipped IDX download cut short": (
+        ["data.path=<idx_cut>"],
+        "data.path: <idx_cut>/train-images-idx3-ubyte.gz is cut short: its gzip stream ends before its end marker",
+    ),
+    "IDX dimensions that lie": (
+        ["data.path=<idx_dims>"],
+        "data.path: <idx_dims>/t10k-images-idx3-ubyte.gz is cut short: its header declares 21 x 28 x 28 = 16,464 "
+        "bytes, it holds 15,680",
+    ),
+    "IDX of floats": (
+        ["data.path=<idx_float>"],
+        "data.path: <idx_float>/t10k-labels-idx1-ubyte.gz holds IDX type 0x0d; images and labels must be unsigned",
+    ),
+    "IDX labels one short": (
+        ["data.path=<idx_short>"],
+        "data.path: <idx_short>/train-labels-idx1-ubyte.gz has 39 labels and <idx_short>/train-images-idx3-ubyte.gz "
+        "40 images; each image needs one label",
+    ),
     "unreachable store": (["tracking.uri=http://127.0.0.1:9"], "tracking.uri: cannot use the tracking store"),
     "folds beyond the smallest class": (
         ["search.cv=100"],
@@ -116,9 +197,15 @@ BAD_INPUTS = {
         ["+grid.model__kernel_size=[3,15]", "model.padding=valid", "model.conv_filters=[4,4]"],
         "grid.model__kernel_size: kernel 15 with padding valid, pooling 2 and 2 conv block(s) leaves no pixel",
     ),
-    "NaN pixels": (["data.path=<nan_pixels>"], "data.path: x_train holds NaN or infinite pixels"),
-    "one class": (["data.path=<one_class>"], "data.path: y_train has one class only (3); a classifier needs two"),
-    "pixels out of range": (["data.path=<negative>"], "data.path: x_train must hold pixels in [0, 1] or 0-255"),
+    "NaN pixels": (["data.path=<nan_pixels>"], "data.path: <nan_pixels>: x_train holds NaN or infinite pixels"),
+    "one class": (
+        ["data.path=<one_class>"],
+        "data.path: <one_class>: y_train has one class only (3); a classifier needs two",
+    ),
+    "pixels out of range": (
+        ["data.path=<negative>"],
+        "data.path: <negative>: x_train must hold pixels in [0, 1] or 0-255",
+    ),
     "refit rule": (
         ["search.refit=fastest"],
         "search.refit: unknown value 'fastest'; valid: true, false, best, one_se, tied_fastest",
@@ -126,6 +213,55 @@ BAD_INPUTS = {
     "repeats": (["search.cv_repeats=0"], "search.cv_repeats: 0 must be an integer >= 1"),
     "alpha": (["search.alpha=1.5"], "search.alpha: 1.5 must be a number > 0 and < 1"),
     "rope": (["search.rope=-0.1"], "search.rope: -0.1 must be a number >= 0"),
+    "halving beyond the data": (
+        ["search.strategy=halving", "search.min_resources=100000"],
+        "search.min_resources: 100000 training images at the first iteration, more than the 600 training images "
+        "there are; the largest value allowed is 600",
+    ),
+    "halving beyond the epochs": (
+        ["search.strategy=halving", "search.resource=epochs", "search.min_resources=7", "model.epochs=3"],
+        "search.min_resources: 7 epochs at the first iteration, more than model.epochs=3; the largest value allowed "
+        "is 3",
+    ),
+    "halving fits too small to learn every class": (
+        ["search.strategy=halving", "search.min_resources=12"],
+        "search.min_resources: 12 of the 600 training images leave a first-iteration fit 6 images to train on and "
+        "6 to score, for 10 classes; the smallest value allowed is",
+    ),
+    "halving with candidates and resources both exhausted": (
+        [
+            "search.strategy=halving",
+            "grid=empty",
+            "+grid.optimizer__learning_rate={dist: loguniform, low: 1e-4, high: 1e-2}",
+        ],
+        "search.n_candidates: exhaust counts candidates from search.min_resources, which is exhaust too",
+    ),
+    "halving's smallest start beyond the data": (
+        ["search.strategy=halving", "search.cv=5", "data.train_size=90"],
+        "search.min_resources: exhaust starts at 100 training images (2 x 5 splits x 10 classes), more than the 90 "
+        "there are; raise data.train_size or lower search.cv",
+    ),
+    "experiment name beyond MLflow's limit": (
+        [f"tracking.experiment={'x' * 600}"],
+        "tracking.experiment: the name has 600 characters; MLflow takes at most 500",
+    ),
+    "registered model name MLflow refuses": (
+        ["tracking.registered_model_name=team/cnn"],
+        "tracking.registered_model_name: 'team/cnn'; MLflow model names are non-empty and contain no '/' or ':'",
+    ),
+    "worker threads on Ray": (
+        ["execution.backend=ray", "execution.worker_threads=2"],
+        "execution.worker_threads: 2 applies to loky's worker processes, not to execution.backend=ray; size Ray's "
+        "actors with execution.ray.ray_remote_args",
+    ),
+    "worker memory ceiling on Ray": (
+        ["execution.backend=ray", "execution.worker_max_growth_mb=500"],
+        "execution.worker_max_growth_mb: 500 applies to loky's worker processes, not to execution.backend=ray",
+    ),
+    "GPU share on Ray": (
+        ["execution.backend=ray", "execution.gpu_memory_fraction=0.5"],
+        "execution.gpu_memory_fraction: 0.5 applies to loky's worker processes, not to execution.backend=ray",
+    ),
     "study with halving": (
         ["study=smoke", "search.strategy=halving"],
         "search.strategy: halving cannot run a study's stage 1",
@@ -198,6 +334,26 @@ def data_files(folder: Path) -> dict[str, Path]:
         "one_class": write_npz(folder / "one.npz", y_train=np.full(40, 3)),
         "negative": write_npz(folder / "negative.npz", x_train=np.full((40, 28, 28), -1.0, np.float32)),
     }
+    files["cut_npz"] = write_npz(folder / "cut.npz")
+    files["cut_npz"].write_bytes(files["cut_npz"].read_bytes()[:20000])  # a download cut short
+    files["flipped_npz"] = write_npz(folder / "flipped.npz")  # one byte of x_train's pixels changed
+    flipped = bytearray(files["flipped_npz"].read_bytes())
+    flipped[5000] ^= 0xFF
+    files["flipped_npz"].write_bytes(bytes(flipped))
+    files["lying_npz"] = folder / "lying.npz"  # a zip whose x_test.npy holds 680 bytes fewer than its header says
+    with np.load(write_npz(folder / "whole.npz")) as arrays, zipfile.ZipFile(files["lying_npz"], "w") as archive:
+        for key in arrays.files:
+            data = npy_bytes(arrays[key])
+            archive.writestr(f"{key}.npy", data[:-680] if key == "x_test" else data)
+    files["pickle_npz"] = write_npz(folder / "pickle.npz", y_test=np.array([3, "three", None], dtype=object))
+    files["short_npz"] = write_npz(folder / "short.npz", y_train=np.tile(np.arange(10), 4)[:-1])
+    for name, damage in (
+        ("idx_cut", "download cut short"),
+        ("idx_dims", "dimensions lie"),
+        ("idx_float", "float type"),
+        ("idx_short", "one label short"),
+    ):
+        files[name] = write_idx_set(folder / name, damage)
     files["a_file"].write_text("not a folder")
     files["not_npz"].write_bytes(b"not a zip file")
     files["corrupt_db"].write_bytes(b"this is not an sqlite database" * 100)

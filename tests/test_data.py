@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_cli
 
 from mnist_hpo.config import ConfigError, DataConfig
 from mnist_hpo.data import IDX_FILES, load_data, read_embedded
@@ -66,7 +67,7 @@ def test_truncated_idx_file_names_the_key(tmp_path):
         write_idx(tmp_path / stem, arrays[key], compress=False)
     stem = IDX_FILES["x_train"]
     (tmp_path / stem).write_bytes((tmp_path / stem).read_bytes()[:1000])
-    with pytest.raises(ConfigError, match=r"data\.path: .* is truncated"):
+    with pytest.raises(ConfigError, match=r"data\.path: .*train-images-idx3-ubyte is cut short: its header declares"):
         load_data(DataConfig(source="path", path=str(tmp_path)), seed=0)
 
 
@@ -125,13 +126,17 @@ def test_any_image_size_and_channel_count_loads_with_a_channel_axis(tmp_path, sh
 BAD_ARRAYS = {
     "test label unseen in training": (
         {"y_test": np.array([0, 1, 11, 3])},
-        "data.path: y_test has labels [11] that y_train lacks; a classifier predicts only the 4 classes",
+        "data.path: <npz>: y_test has labels [11] that y_train lacks; a classifier predicts only the 4 classes",
     ),
     "splits of two image shapes": (
         {"x_test": np.zeros((4, 30, 30), np.uint8)},
-        "data.path: x_train has shape (8, 28, 28) and x_test (4, 30, 30); both splits need one image shape",
+        "data.path: <npz>: x_train has shape (8, 28, 28) and x_test (4, 30, 30); both splits need one image shape",
     ),
-    "float labels": ({"y_train": np.repeat(np.arange(4.0), 2)}, "data.path: y_train holds float64 labels"),
+    "float labels": ({"y_train": np.repeat(np.arange(4.0), 2)}, "data.path: <npz>: y_train holds float64 labels"),
+    "fewer labels than images": (
+        {"y_train": np.arange(4)},
+        "data.path: <npz>: y_train has 4 labels and x_train 8 images; each image needs one label",
+    ),
 }
 
 
@@ -144,9 +149,10 @@ def test_data_a_classifier_cannot_learn_stops_naming_the_array(tmp_path, case):
         "x_test": np.zeros((4, 28, 28), np.uint8),
         "y_test": np.arange(4),
     } | changes
+    path = write_arrays(tmp_path / "d.npz", **arrays)
     with pytest.raises(ConfigError) as raised:
-        load_data(DataConfig(source="path", path=str(write_arrays(tmp_path / "d.npz", **arrays))), seed=0)
-    assert str(raised.value).startswith(message)
+        load_data(DataConfig(source="path", path=str(path)), seed=0)
+    assert str(raised.value).startswith(message.replace("<npz>", str(path)))
 
 
 def test_a_subset_keeps_one_image_of_each_of_the_data_sets_classes(tmp_path):
@@ -156,3 +162,24 @@ def test_a_subset_keeps_one_image_of_each_of_the_data_sets_classes(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.train_size: 11 must be between 12 and 36"):
         load_data(DataConfig(source="path", path=path, train_size=11), seed=0)
     assert np.bincount(load_data(DataConfig(source="path", path=path, train_size=12), seed=0).y_train).min() == 1
+
+
+def test_a_download_that_cannot_connect_names_the_cause_in_one_line(tmp_path):
+    # Given no MNIST in an empty Keras cache, and a download whose connection is refused (a proxy on a closed port)
+    env = {
+        "KERAS_HOME": str(tmp_path / "keras"),
+        "https_proxy": "http://127.0.0.1:9",
+        "HTTPS_PROXY": "http://127.0.0.1:9",
+    }
+    result = run_cli("experiment=smoke", "data.source=keras", cwd=tmp_path, timeout=300, env=env)
+    # Then it stops before training, naming the cause
+    assert result.returncode == 2, result.stderr[-3000:]
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            "error: data.source=keras: MNIST is not in the Keras cache and cannot be downloaded "
+            "(the connection was refused ([Errno 111] Connection refused)); set data.path"
+        )
+    ), result.stderr[-3000:]
+    assert not (tmp_path / "mlruns" / "mlflow.db").exists()

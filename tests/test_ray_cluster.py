@@ -196,6 +196,14 @@ def wait_until_serving(uri: str, timeout_s: float = 300) -> None:
             time.sleep(0.5)
 
 
+def serving_launch(tmp_path: Path, uri: str) -> tuple[MlflowClient, Path]:
+    """A client of the tracking server once it answers, and an empty folder to launch the search from."""
+    wait_until_serving(uri)
+    launch = tmp_path / "launch"
+    launch.mkdir()
+    return MlflowClient(uri), launch
+
+
 def fold_runs(client: MlflowClient) -> list[Run]:
     """Every fold run so far (none before the search has made its experiment)."""
     experiment = client.get_experiment_by_name("mnist-hpo")
@@ -223,10 +231,7 @@ def test_a_search_survives_losing_a_ray_node_and_counts_every_fit_once(
 ) -> None:
     # Given: a two-node cluster and a tracking server (started while the cluster came up).
     head, second = ray_cluster
-    wait_until_serving(tracking_server)
-    client = MlflowClient(tracking_server)
-    launch = tmp_path / "launch"
-    launch.mkdir()
+    client, launch = serving_launch(tmp_path, tracking_server)
     command = [sys.executable, "-m", "mnist_hpo", *search_args(head, tracking_server)]
 
     # When: the search runs, and the second node dies once it has finished a fit and started its next.
@@ -307,3 +312,57 @@ def test_a_search_survives_losing_a_ray_node_and_counts_every_fit_once(
     restored = [run for run in levels["fold"] if run.data.tags["mnist_hpo.search_run_id"] == restart.info.run_id]
     assert len(restored) == FITS
     assert {run.data.tags["mnist_hpo.trained_by_run_id"] for run in restored} == set(pids)
+
+
+def test_a_search_whose_lost_fit_finds_no_room_stops_in_one_line_instead_of_hanging(
+    tmp_path: Path, tracking_server: str, ray_cluster: tuple[RayNode, RayNode]
+) -> None:
+    # Given: a search with three workers filling both nodes (two CPUs on the head, one on the second)
+    head, second = ray_cluster
+    client, launch = serving_launch(tmp_path, tracking_server)
+    args = [
+        *search_args(head, tracking_server),
+        "execution.n_jobs=3",
+        "model.epochs=30",
+        "execution.ray.placement_timeout_s=20",
+    ]
+    with (tmp_path / "search.err").open("w") as err:
+        search = subprocess.Popen(
+            [sys.executable, "-m", "mnist_hpo", *args], cwd=launch, env=ENV, stdout=subprocess.DEVNULL, stderr=err
+        )
+    killed_at: float | None = None
+    deadline = time.monotonic() + 900
+    try:
+        while search.poll() is None:
+            assert time.monotonic() < deadline, "the search neither finished nor stopped in 15 minutes"
+            running = [run for run in fold_runs(client) if run.info.status == "RUNNING"]
+            # When: the second node dies while all three workers train, every CPU left taken by the other two
+            if killed_at is None and len(running) == 3 and second.worker_pids():
+                second.kill()
+                killed_at = time.monotonic()
+            time.sleep(0.5)
+    finally:
+        if search.poll() is None:
+            search.kill()
+    stderr = (tmp_path / "search.err").read_text()
+    assert killed_at is not None, "the second node was never killed mid-search"
+
+    # Then: it stops within the placement timeout (and a margin), in one line that says why and how to resume
+    assert search.returncode == 1, stderr[-3000:]
+    assert time.monotonic() - killed_at < 20 + 60
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith(
+        "cluster: for 20 s the cluster's 1 alive node(s) had room for 2 of the search's 3 workers ({'CPU': 1.0} each)"
+    ), stderr[-3000:]
+    assert last.endswith(f"run `python -m mnist_hpo {' '.join(args)}` again to resume")
+    assert "Traceback" not in stderr
+    # No run is left RUNNING; the lost fit's run says why it failed; finished fits are in the fit store
+    levels = runs_by_level(tracking_server)
+    assert "RUNNING" not in {run.info.status for runs in levels.values() for run in runs}
+    (search_run,) = levels["search"]
+    assert search_run.info.status == "FAILED"
+    failed = [run for run in levels["fold"] if run.info.status == "FAILED"]
+    assert failed and all("could not be placed" in run.data.tags["mnist_hpo.error"] for run in failed)
+    finished = [run for run in levels["fold"] if run.info.status == "FINISHED"]
+    stored = {run.data.tags["mnist_hpo.fit_key"] for run in finished}
+    assert stored <= {path.stem for path in (launch / "mlruns" / "fits").rglob("*.npz")}

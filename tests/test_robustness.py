@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import resource
 import subprocess
 import sys
 import time
@@ -147,6 +148,60 @@ def test_ctrl_c_prints_one_line_marks_the_runs_killed_and_exits_130(tmp_path):
     assert "RUNNING" not in {run.info.status for runs in levels.values() for run in runs}
 
 
+@pytest.mark.slow
+def test_sigterm_of_a_search_with_two_workers_marks_its_runs_killed_and_exits_143(tmp_path):
+    """What Slurm, Kubernetes, systemd and ``timeout`` send: handled as Ctrl-C is, within seconds."""
+    args = ["experiment=smoke", "execution.n_jobs=2", "model.epochs=30", "execution.fusion=false"]
+    search = subprocess.Popen(
+        [sys.executable, "-m", "mnist_hpo", *args],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    workers: list[psutil.Process] = []
+    try:
+        # Given a search whose two workers are training
+        workers = loky_workers(search, 2)
+        time.sleep(5)  # the workers are inside their first fits
+        # When it gets SIGTERM
+        search.terminate()
+        _, stderr = search.communicate(timeout=30)
+    finally:
+        for process in [search, *workers]:
+            with contextlib.suppress(Exception):
+                process.kill()
+    # Then it says so in one line and exits 143, its workers gone and no run left RUNNING
+    assert search.returncode == 143, stderr[-3000:]
+    assert "Traceback" not in stderr
+    assert stderr.strip().splitlines()[-1] == (
+        "terminated (SIGTERM): the search's MLflow runs are marked KILLED and its finished fits are kept; "
+        f"run `python -m mnist_hpo {' '.join(args)}` again to resume"
+    )
+    deadline = time.monotonic() + 10
+    while not all(gone(worker.pid) for worker in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert all(gone(worker.pid) for worker in workers)
+    levels = runs_by_level(store_uri(tmp_path))
+    assert levels["search"][0].info.status == "KILLED"
+    assert "RUNNING" not in {run.info.status for runs in levels.values() for run in runs}
+
+
+def loky_workers(search: subprocess.Popen, count: int, timeout_s: float = 300) -> list[psutil.Process]:
+    """Wait for ``search`` to have started ``count`` loky worker processes; return them."""
+    deadline = time.monotonic() + timeout_s
+    workers: list[psutil.Process] = []
+    while len(workers) < count and time.monotonic() < deadline and search.poll() is None:
+        workers = [
+            child
+            for child in psutil.Process(search.pid).children(recursive=True)
+            if "LokyProcess" in " ".join(child.cmdline())
+        ]
+        time.sleep(0.5)
+    assert len(workers) == count, f"the search never started its {count} workers"
+    return workers
+
+
 def gone(pid: int) -> bool:
     """Whether process ``pid`` has ended (exited, or a zombie nobody reaped yet)."""
     try:
@@ -173,17 +228,9 @@ def test_workers_end_within_seconds_of_a_kill_9_of_their_search(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
+    workers: list[psutil.Process] = []
     try:
-        deadline = time.monotonic() + 300
-        workers: list[psutil.Process] = []
-        while len(workers) < 2 and time.monotonic() < deadline and search.poll() is None:
-            workers = [
-                child
-                for child in psutil.Process(search.pid).children(recursive=True)
-                if "LokyProcess" in " ".join(child.cmdline())
-            ]
-            time.sleep(0.5)
-        assert len(workers) == 2, "the search never started its two workers"
+        workers = loky_workers(search, 2)
         search.kill()
         search.wait()
         deadline = time.monotonic() + 10
@@ -194,3 +241,30 @@ def test_workers_end_within_seconds_of_a_kill_9_of_their_search(tmp_path):
         for process in [search, *workers]:
             with contextlib.suppress(Exception):
                 process.kill()
+
+
+def test_a_fit_store_that_cannot_grow_says_so_once_and_counts_the_fits_it_could_not_keep(tmp_path):
+    """The file system refuses every fit-store entry (a file size limit below an entry's size, as a full disk
+    refuses a write): the search finishes, one warning line says so, and the end line counts them."""
+    limit = 4 * 2**20  # an entry of this model is 6.3 MB; every other file the search writes stays far below
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))  # Python ignores SIGXFSZ: writes fail EFBIG
+
+    args = ["experiment=smoke", "model.dense_units=2048", "tracking.log_model=false", "execution.progress=false"]
+    result = subprocess.run(
+        [sys.executable, "-m", "mnist_hpo", *args],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=limited,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    output = result.stdout + result.stderr
+    assert output.count("fit store: could not save") == 1, output[-3000:]
+    assert "5 not kept in the fit store (File too large): they stand in these results but train again next time" in (
+        " ".join(output.split())
+    ), output[-3000:]
+    (search,) = runs_by_level(store_uri(tmp_path))["search"]
+    assert search.data.tags["mnist_hpo.unstored_fits"] == "5"

@@ -60,3 +60,25 @@ def test_gpu_share_is_nine_tenths_split_between_workers_to_three_decimals(n_jobs
 def test_gpu_shares_of_all_workers_add_up_to_nine_tenths_give_or_take_rounding():
     for n_jobs in range(1, 200):
         assert 0 < gpu_share(n_jobs, None) * n_jobs <= 0.9 + n_jobs * 0.0005
+
+
+def test_ray_actors_get_every_variable_the_backend_set_up_gives_local_workers(monkeypatch):
+    """``backend=jax device=cpu`` on Ray must not grab a GPU: actors see what loky's workers inherit."""
+    import os
+
+    import keras
+
+    from mnist_hpo.config import ExecutionConfig
+    from mnist_hpo.execution.ray_backend import FORWARDED_ENV
+    from mnist_hpo.execution.runtime import configure_backend
+    from mnist_hpo.execution.workers import fit_workers
+
+    watched = {*FORWARDED_ENV, "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_MEM_FRACTION"}
+    for name in watched:
+        monkeypatch.delenv(name, raising=False)
+    before = dict(os.environ)
+    configure_backend(keras.backend.backend(), "cpu")
+    with fit_workers(ExecutionConfig(n_jobs=2)):
+        changed = {name for name in os.environ if os.environ[name] != before.get(name)}
+    assert {"JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_MEM_FRACTION"} <= changed
+    assert changed <= set(FORWARDED_ENV), changed - set(FORWARDED_ENV)

@@ -27,6 +27,7 @@ from mnist_hpo.config import ConfigError
 # Logging, not ``warnings``: one line with no echoed source line, never deduplicated, into Hydra's job
 # log in the main process, and on stderr in loky workers through logging's last-resort handler.
 log = logging.getLogger(__name__)
+UNSAVED_FOLDERS: set[Path] = set()  # fit store folders this process failed to save into (warned once each)
 
 FITS_SUBDIR = "fits"  # the store's folder inside the tracking store folder
 FORMAT = 1
@@ -163,6 +164,7 @@ class FitStore:
         self.folder = Path(folder)
         self.budget_bytes = budget_bytes
         self.key_name = key_name
+        self.save_error: str | None = None  # why the last save failed
 
     def path(self, key: str) -> Path:
         """Where ``key``'s entry lives; a key is 64 hex digits, so it can never name another path."""
@@ -250,7 +252,18 @@ class FitStore:
                 Path(temporary).unlink(missing_ok=True)
                 raise
         except OSError as error:
-            log.warning("fit store: could not save %s (%s); the fit stands, but is not stored", path, _os_reason(error))
+            self.save_error = _os_reason(error)
+            # Once per process and folder: a full disk fails every later fit the same way, and the search's
+            # end line counts them (tracking/search_run.py); the rest go to the log at debug level.
+            first = self.folder not in UNSAVED_FOLDERS
+            UNSAVED_FOLDERS.add(self.folder)
+            log.log(
+                logging.WARNING if first else logging.DEBUG,
+                "fit store: could not save %s (%s); the fit stands, but is not stored%s",
+                path,
+                self.save_error,
+                "; later fits that cannot be saved are counted at the end" if first else "",
+            )
             return False
         self._evict()
         return True

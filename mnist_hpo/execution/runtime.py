@@ -11,6 +11,22 @@ from mnist_hpo.choices import BACKENDS, DEVICES
 from mnist_hpo.config import ConfigError
 from mnist_hpo.validation import one_of
 
+# Whether the user asked for deterministic ops (``deterministic=true``); workers inherit it. TensorFlow's
+# own switch cannot say: scikeras turns op determinism on whenever it builds a model and leaves it on.
+DETERMINISTIC_ENV = "MNIST_HPO_DETERMINISTIC"
+# Every environment variable this module and the workers set for the backend, device and GPU memory:
+# local workers inherit them, and the Ray backend forwards exactly these to its actors.
+BACKEND_ENV = (
+    "KERAS_BACKEND",
+    "TF_CPP_MIN_LOG_LEVEL",
+    "TF_FORCE_GPU_ALLOW_GROWTH",
+    "XLA_PYTHON_CLIENT_PREALLOCATE",
+    "XLA_PYTHON_CLIENT_MEM_FRACTION",
+    "CUDA_VISIBLE_DEVICES",
+    "JAX_PLATFORMS",
+    DETERMINISTIC_ENV,
+)
+
 # What to install for each Keras backend (extras in pyproject.toml).
 INSTALL_HINTS = {"tensorflow": "mnist-hpo", "jax": "mnist-hpo[jax]", "torch": "mnist-hpo[torch]"}
 
@@ -79,11 +95,6 @@ def describe_device(device: str) -> str:
     if device == "gpu" and gpus == 0:
         raise ConfigError("device: gpu was asked for but the Keras backend sees no GPU; use device=cpu or auto")
     return f"gpu x{gpus}" if gpus else "cpu"
-
-
-# Whether the user asked for deterministic ops (``deterministic=true``); workers inherit it. TensorFlow's
-# own switch cannot say: scikeras turns op determinism on whenever it builds a model and leaves it on.
-DETERMINISTIC_ENV = "MNIST_HPO_DETERMINISTIC"
 
 
 def deterministic_asked() -> bool:

@@ -24,6 +24,7 @@ from mnist_hpo.config import ExecutionConfig
 # after every task. It is the one private name the project writes; a rename fails loudly here.
 LOKY_MEMORY_CEILING = "_MAX_MEMORY_LEAK_SIZE"
 EXIT_SEARCH_GONE = 70  # a worker's exit status when the search process it served is gone
+DEFAULT_WORKER_GROWTH_MB = 300  # execution.worker_max_growth_mb when unset
 
 
 def set_memory_ceiling(max_growth_mb: int) -> None:
@@ -115,18 +116,19 @@ def fit_workers(execution: ExecutionConfig) -> Iterator[None]:
     if execution.backend == "ray":
         from mnist_hpo.execution.ray_backend import ray_workers
 
-        with ray_workers(execution.ray):
+        with ray_workers(execution.ray, execution.n_jobs):
             yield
         return
     threads = thread_budget(execution.n_jobs, execution.worker_threads)
     fraction = gpu_share(execution.n_jobs, execution.gpu_memory_fraction)
+    growth = execution.worker_max_growth_mb or DEFAULT_WORKER_GROWTH_MB
     if execution.n_jobs != 1:
         # Checked here too, so a renamed loky global stops the search before any fit starts.
-        set_memory_ceiling(execution.worker_max_growth_mb)
+        set_memory_ceiling(growth)
         os.environ.setdefault("XLA_PYTHON_CLIENT_MEM_FRACTION", str(fraction))
     with joblib.parallel_config(
         backend="loky",
         initializer=init_worker,
-        initargs=(execution.worker_max_growth_mb, threads, fraction, os.getpid()),
+        initargs=(growth, threads, fraction, os.getpid()),
     ):
         yield

@@ -20,6 +20,7 @@ from sklearn.callback import CallbackContext
 from mnist_hpo.redaction import redact
 from mnist_hpo.search import candidate_params
 from mnist_hpo.tracking.datasets import DataOrigin, fold_input, log_inputs, training_input
+from mnist_hpo.tracking.limits import param_value
 from mnist_hpo.tracking.runs import (
     CANDIDATE,
     ERROR,
@@ -28,6 +29,7 @@ from mnist_hpo.tracking.runs import (
     ITERATION,
     LEVEL,
     MAX_TEXT,
+    NOT_STORED,
     PID,
     REPEAT,
     REUSED,
@@ -60,7 +62,7 @@ def task_path(context: CallbackContext) -> tuple[int, ...]:
 
 def params_batch(params: dict[str, Any]) -> list[Param]:
     """MLflow params from a dict, values as text with credentials hidden."""
-    return [Param(key, redact(str(value))[:MAX_TEXT]) for key, value in params.items()]
+    return [Param(key, param_value(redact(str(value)))) for key, value in params.items()]
 
 
 class FoldLogger:
@@ -262,6 +264,8 @@ class FoldLogger:
             tags += [RunTag(REUSED_FIT_KEY, key), RunTag(TRAINED_BY, self.origin_run(key))]
         elif key is not None:
             tags.append(RunTag(FIT_KEY, key))
+            if getattr(estimator, "not_stored_", None):
+                tags.append(RunTag(NOT_STORED, estimator.not_stored_))
             if fused is not None:  # trained ahead by this search's fused executor: its epochs, logged at once
                 metrics += self.history_metrics(estimator.history_, now)
                 tags.append(RunTag(FUSED_GROUP, fused))

@@ -22,6 +22,7 @@ from mnist_hpo.redaction import redact
 from mnist_hpo.selection import COMPARISON_COLUMNS
 from mnist_hpo.tracking.datasets import DataOrigin, log_inputs, search_inputs
 from mnist_hpo.tracking.fold_logger import FoldLogger, candidate_key, params_batch
+from mnist_hpo.tracking.limits import tag_value
 from mnist_hpo.tracking.model_log import log_best_model
 from mnist_hpo.tracking.runs import (
     BEST,
@@ -37,6 +38,7 @@ from mnist_hpo.tracking.runs import (
     LOST,
     MAX_TEXT,
     MODEL_URI,
+    NOT_STORED,
     PID,
     REFIT_RULE,
     REFITTED,
@@ -50,6 +52,7 @@ from mnist_hpo.tracking.runs import (
     SWEEP_RUN,
     TIED_WITH_BEST,
     TRAINED_FITS,
+    UNSTORED_FITS,
     close_dead_runs,
     close_lost_fits,
     close_on_exit,
@@ -104,6 +107,7 @@ class SearchRun:
         self.resumed_from: str | None = None
         self.attempt_started_ms = 0
         self.fit_counts = (0, 0, 0)
+        self.unstored: dict[str, int] = {}  # why trained fits could not be kept in the fit store -> how many
         provenance = spec.provenance
         self.origin = DataOrigin.of(provenance.data_source, provenance.data_fingerprint)
 
@@ -131,7 +135,7 @@ class SearchRun:
             tags[RESUME_COUNT] = str(int(previous.data.tags.get(RESUME_COUNT, "0")) + 1)
             # MLflow params are write-once: keep the first attempt's, add any new ones.
             params = {key: value for key, value in self.spec.params.items() if key not in previous.data.params}
-        self.client.log_batch(self.run_id, tags=[RunTag(key, value) for key, value in tags.items()])
+        self.client.log_batch(self.run_id, tags=[RunTag(key, tag_value(value)) for key, value in tags.items()])
         self.client.set_tag(self.run_id, SEARCH_RUN, self.run_id)
         items = list(params.items())
         for start in range(0, len(items), MAX_PARAMS_PER_BATCH):
@@ -200,6 +204,7 @@ class SearchRun:
         trained: it left no result and nothing in the store.
         """
         reused = trained = failed = 0
+        unstored: dict[str, int] = {}
         for run in [*self.descendants("fold"), *self.descendants("refit")]:
             if LOST in run.data.tags:  # an attempt whose worker died: the fit's own run counts it
                 continue
@@ -210,12 +215,21 @@ class SearchRun:
                     reused += 1
                 else:
                     trained += 1
+                if NOT_STORED in run.data.tags:
+                    unstored[run.data.tags[NOT_STORED]] = unstored.get(run.data.tags[NOT_STORED], 0) + 1
             elif run.info.status == "FINISHED":
                 reused += 1
         self.fit_counts = (reused, trained, failed)
-        self.client.set_tag(self.run_id, REUSED_FITS, str(reused))
-        self.client.set_tag(self.run_id, TRAINED_FITS, str(trained))
-        self.client.set_tag(self.run_id, FAILED_FITS, str(failed))
+        self.unstored = unstored
+        self.client.log_batch(
+            self.run_id,
+            tags=[
+                RunTag(REUSED_FITS, str(reused)),
+                RunTag(TRAINED_FITS, str(trained)),
+                RunTag(FAILED_FITS, str(failed)),
+                RunTag(UNSTORED_FITS, str(sum(unstored.values()))),
+            ],
+        )
 
     def record(
         self, result: SearchResult, csv_path: Path, figures: dict[str, Figure], model: Any | None, images: np.ndarray
@@ -237,6 +251,12 @@ class SearchRun:
         """Where the user finds this search in MLflow, and how many fits it trained or restored."""
         reused, trained, failed = self.fit_counts
         failures = f", {failed} failed" if failed else ""
+        if self.unstored:  # one line for all of them, however many fits a full disk refused
+            reasons = ", ".join(sorted(self.unstored))
+            failures += (
+                f", {sum(self.unstored.values())} not kept in the fit store ({reasons}): they stand in these "
+                "results but train again next time"
+            )
         return (
             f"MLflow: experiment {self.spec.experiment!r}, search run {self.run_id} ({redact(self.store.uri)}); "
             f"fits: {trained} trained, {reused} restored from the fit store{failures}"
@@ -305,7 +325,7 @@ class SearchRun:
             values |= result.test.metrics()
         self.client.log_batch(self.run_id, metrics=metrics_batch(values))
         for name, value in tags.items():
-            self.client.set_tag(self.run_id, name, value)
+            self.client.set_tag(self.run_id, name, tag_value(value))
 
     def log_figures(self, figures: dict[str, Figure]) -> None:
         """Log each figure as a PNG artifact under ``plots/``."""
