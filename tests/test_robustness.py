@@ -57,6 +57,24 @@ def test_error_score_raise_stops_and_leaves_nothing_running(tmp_path):
     assert "RUNNING" not in statuses
 
 
+def test_values_longer_than_mlflow_takes_are_recorded_cut_and_whole_in_config_yaml(tmp_path):
+    # Given a long override list: 2,000 batch sizes to draw one from (a 10,000-character param and tag)
+    sizes = f"+grid.batch_size=[{','.join(str(size) for size in range(16, 2016))}]"
+    overrides = ["experiment=smoke", "execution.progress=false", "search.strategy=random", "search.n_iter=1", sizes]
+    cfg = compose_config(*overrides)
+    # When it runs
+    run(cfg, JobContext(launch_dir=tmp_path, output_dir=tmp_path / "out", overrides=overrides))
+    # Then it finishes, the param and the tag cut to MLflow's limits and marked, the whole list in config.yaml
+    (search,) = runs_by_level(store_uri(tmp_path))["search"]
+    assert search.info.status == "FINISHED"
+    cut = "[... cut to fit MLflow; the whole value is in config.yaml]"
+    param, tag = search.data.params["grid.batch_size"], search.data.tags["mnist_hpo.overrides"]
+    assert param.endswith(cut) and len(param) == 6000
+    assert tag.endswith(cut) and len(tag) == 8000
+    config = MlflowClient(store_uri(tmp_path)).download_artifacts(search.info.run_id, "config.yaml", str(tmp_path))
+    assert "- 2015" in Path(config).read_text()
+
+
 def test_same_seed_gives_identical_cv_scores(tmp_path):
     scores = []
     for attempt in range(2):
