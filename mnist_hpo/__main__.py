@@ -17,14 +17,16 @@ from mnist_hpo.composition import check_command_line
 from mnist_hpo.config import SWEEP_RUN_ENV, ConfigError, moved_key, register_configs, typed
 from mnist_hpo.execution.ray_backend import PlacementError
 from mnist_hpo.execution.runtime import configure_backend
+from mnist_hpo.quiet import job_log, route_chatter
 from mnist_hpo.redaction import redact
 from mnist_hpo.session import JobContext, Session, open_session
 from mnist_hpo.tracking.store_loss import TrackingStoreLost, guarded
 
 register_configs()
-# Absolute, so Hydra finds conf/ however this module is entered: ``python -m mnist_hpo`` and the
-# ``mnist-hpo`` console script alike (a relative path made the script look for a ``conf`` package).
-CONFIG_DIR = str(Path(__file__).resolve().parent.parent / "conf")
+# The package's own configs (conf/ in the repository, mnist_hpo.conf once installed): found the same
+# way from a wheel, a regular or an editable install, and by ``python -m`` or the console script.
+CONFIG_MODULE = "mnist_hpo.conf"
+CONFIG_DIR_FLAGS = ("--config-dir", "-cd")
 
 
 def job_context() -> JobContext:
@@ -59,13 +61,14 @@ def fail(error: ConfigError) -> None:
     sys.exit(2)
 
 
-@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="config")
+@hydra.main(version_base="1.3", config_path=f"pkg://{CONFIG_MODULE}", config_name="config")
 def main(cfg: DictConfig) -> float:
     """Run one search and return its best CV score, so sweepers can optimise it."""
     try:
         config = typed(cfg)
-        configure_backend(config.backend, config.device)
         job = job_context()
+        route_chatter(job_log(job.output_dir), verbose=bool(HydraConfig.get().verbose))
+        configure_backend(config.backend, config.device)
         # Every check on the user's input runs before Keras is imported (session.py is Keras-free),
         # so a mistake costs a second and prints one line, not TensorFlow's start-up noise.
         session = open_session(config, job)
@@ -129,14 +132,33 @@ def stop_store_lost(lost: TrackingStoreLost, session: Session, output_dir: Path)
     sys.exit(1)
 
 
+def check_config_dir(argv: list[str]) -> None:
+    """A user's config folder (Hydra's ``--config-dir``) must be a folder: stop in one line naming it."""
+    for position, arg in enumerate(argv):
+        if arg.startswith("--config-dir="):
+            folder: str | None = arg.split("=", 1)[1]
+        elif arg in CONFIG_DIR_FLAGS:
+            folder = argv[position + 1] if position + 1 < len(argv) else None
+        else:
+            continue
+        if not folder or not Path(folder).expanduser().is_dir():
+            fail(
+                ConfigError(
+                    f"--config-dir: {folder or '(nothing)'} is not a folder; give the folder holding your own "
+                    "config groups (e.g. my-configs with grid/mine.yaml, experiment/mine.yaml)"
+                )
+            )
+
+
 def cli() -> None:
     """The entry point: a key that moved groups, or a command line that does not compose, stops with one line."""
     for override in sys.argv[1:]:
         message = moved_key(override)
         if message is not None:
             fail(ConfigError(message))
+    check_config_dir(sys.argv[1:])
     try:
-        check_command_line(sys.argv[1:], CONFIG_DIR)
+        check_command_line(sys.argv[1:], CONFIG_MODULE)
     except ConfigError as error:
         fail(error)
     signal.signal(signal.SIGTERM, terminate)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import typing
 
-from hydra import compose, initialize_config_dir
+from hydra import compose, initialize_config_module
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
@@ -113,7 +113,7 @@ def parses(override: str) -> bool:
     return True
 
 
-def check_command_line(argv: list[str], config_dir: str) -> None:
+def check_command_line(argv: list[str], config_module: str) -> None:
     """Compose and validate ``argv``'s overrides as each job will; raise ``ConfigError`` (one line) if one fails.
 
     Command lines with other Hydra flags (``--help``, ``--cfg``, ``--config-dir`` ...) are Hydra's own.
@@ -126,7 +126,7 @@ def check_command_line(argv: list[str], config_dir: str) -> None:
     except OverrideParseException as error:
         bad = next((item for item in overrides if not parses(item)), " ".join(overrides))
         raise ConfigError(f"{bad}: not a valid override ({first_line(error.message)}); write key=value") from None
-    with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+    with initialize_config_module(config_module=config_module, version_base="1.3"):
         for variant in variants:
             try:
                 composed = compose("config", overrides=variant)

@@ -19,6 +19,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from mnist_hpo.config import ConfigError, DataConfig
+from mnist_hpo.quiet import chatter_to_log
 
 log = logging.getLogger(__name__)
 
@@ -221,7 +222,8 @@ def download_failure(error: BaseException) -> str:
 
 def read_keras_cache() -> dict[str, np.ndarray]:
     """Read MNIST through the Keras download cache (``~/.keras/datasets/mnist.npz``)."""
-    import keras  # imported here: only this source needs Keras, and the backend is set first
+    with chatter_to_log():  # imported here: only this source needs Keras, and the backend is set first
+        import keras
 
     try:
         (x_train, y_train), (x_test, y_test) = keras.datasets.mnist.load_data()

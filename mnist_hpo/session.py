@@ -16,6 +16,7 @@ from mnist_hpo.execution.fit_store import FITS_SUBDIR, FitStore
 from mnist_hpo.execution.runtime import describe_device, seed_everything
 from mnist_hpo.preflight import preflight
 from mnist_hpo.provenance import package_versions
+from mnist_hpo.quiet import import_backend
 from mnist_hpo.tracking.links import check_ui_url
 from mnist_hpo.validation import validate_config
 
@@ -73,6 +74,7 @@ def open_session(cfg: Config, job: JobContext) -> Session:
     if cfg.tracking.enabled:
         check_tracking_limits(cfg)
     store = open_store(cfg.tracking, job.launch_dir) if cfg.tracking.enabled else None
+    import_backend()  # the first Keras import: its backend's start-up lines go to the job's log
     device = describe_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
     return Session(store=store, fit_store=fit_store, data=data, device=device, versions=package_versions())

@@ -17,7 +17,8 @@ the training folds (the runner is told so: ``search.refit=false search.return_tr
 3. floor    - the same fits as bare ``model.fit`` calls in a loop: no sklearn, scikeras or MLflow.
 
 It prints wall times, the ratios runner/baseline and runner/floor, the mean CV scores of the three
-ways side by side, the machine, backend and versions, and writes them all to ``--out`` as JSON.
+ways side by side, the machine, backend and versions, and writes them all to ``--out`` as JSON;
+the libraries' start-up lines go to a log file beside it (``benchmark.log``).
 """
 
 from __future__ import annotations
@@ -208,10 +209,13 @@ def main() -> int:
     ]
     cfg = compose(overrides)
     from mnist_hpo.execution.runtime import configure_backend
+    from mnist_hpo.quiet import import_backend, route_chatter
 
+    # The libraries' start-up lines, in this process and its workers, go to a log beside the report.
+    route_chatter(Path(args.out).resolve().with_suffix(".log"), verbose=False)
     configure_backend(cfg.backend, cfg.device)
     # Keras and its backend load here, untimed: otherwise the first way pays their ~4 s import.
-    import keras  # noqa: F401
+    import_backend()
     from rich.console import Console
     from rich.table import Table
     from sklearn.model_selection import ParameterGrid, StratifiedKFold

@@ -95,6 +95,27 @@ def run_cli_killed_after(fits: int, *args: str, cwd: Path, signal_name: str = "S
     return process
 
 
+# What the libraries print on their own at start-up (TensorFlow's C++ and absl, MLflow's and alembic's INFO,
+# matplotlib's font cache, TensorFlow's retracing notes): none of it may reach a user's terminal.
+CHATTER = (
+    "absl::InitializeLog",
+    "I0000 ",
+    "W0000 ",
+    "oneDNN custom operations",
+    "cuda drivers",
+    "cpu_feature_guard",
+    "INFO mlflow",
+    "INFO alembic",
+    "fontManager",
+    "triggered tf.function retracing",
+)
+
+
+def chatter_lines(output: str) -> list[str]:
+    """The lines of ``output`` that are a library's start-up chatter, not the tool's."""
+    return [line for line in output.splitlines() if any(mark in line for mark in CHATTER)]
+
+
 def store_uri(folder: Path) -> str:
     """The default local store URI for a launch from ``folder``."""
     return f"sqlite:///{folder / 'mlruns' / 'mlflow.db'}"

@@ -319,6 +319,10 @@ BAD_COMMAND_LINES = {
     "dropout of one": (["model.dropout_dense=1.0"], "model.dropout_dense: 1.0 must be a number >= 0 and < 1"),
     "validation split of one": (["model.validation_split=1.0"], "model.validation_split: 1.0 must be a number"),
     "train size of zero": (["data.train_size=0"], "data.train_size: 0 must be"),
+    "own config folder that does not exist": (
+        ["--config-dir", "/no/such/my-configs", "experiment=mine"],
+        "--config-dir: /no/such/my-configs is not a folder; give the folder holding your own config groups",
+    ),
 }
 
 

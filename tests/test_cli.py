@@ -11,7 +11,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import SMOKE_CANDIDATES, SMOKE_EPOCHS, SMOKE_FOLDS, store_uri
+from conftest import SMOKE_CANDIDATES, SMOKE_EPOCHS, SMOKE_FOLDS, chatter_lines, store_uri
 from mlflow import MlflowClient
 from mlflow_tree import assert_complete_tree, parent_of, runs_by_level
 
@@ -21,6 +21,7 @@ from mnist_hpo.data import read_embedded
 def test_smoke_search_prints_ranked_table_and_writes_cv_results(smoke_run):
     folder, result = smoke_run
     assert "Candidates (ranked by mean CV score)" in result.stdout
+    assert chatter_lines(result.stdout + result.stderr) == []  # the first lines are the tool's
     assert "test_accuracy" in result.stdout
     frame = pd.read_csv(folder / "outputs" / "smoke" / "cv_results.csv")
     assert len(frame) == SMOKE_CANDIDATES
@@ -61,8 +62,11 @@ def test_search_run_records_config_data_and_environment(smoke_run):
 
 @pytest.mark.slow
 def test_parallel_fits_build_the_same_tree_and_register_the_model(cli, tmp_path):
-    result = cli("experiment=smoke", "execution.n_jobs=2", "tracking.registered_model_name=mnist-cnn", cwd=tmp_path)
+    # Fusion off: the two workers train the fits (fused, they would only restore them).
+    args = ["execution.n_jobs=2", "execution.fusion=false", "tracking.registered_model_name=mnist-cnn"]
+    result = cli("experiment=smoke", *args, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
+    assert chatter_lines(result.stdout + result.stderr) == []  # the workers' start-up went to the job's log
     assert_complete_tree(store_uri(tmp_path), SMOKE_CANDIDATES, SMOKE_FOLDS, SMOKE_EPOCHS)
     mlflow.set_tracking_uri(store_uri(tmp_path))
     images = (read_embedded()["x_test"][:4].astype(np.float32) / 255.0)[..., None]

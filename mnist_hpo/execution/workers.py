@@ -19,6 +19,7 @@ import joblib
 import psutil
 
 from mnist_hpo.config import ExecutionConfig
+from mnist_hpo.quiet import import_backend, quiet_loggers
 
 # loky has no public setting for its per-worker memory ceiling, only this module global, read
 # after every task. It is the one private name the project writes; a rename fails loudly here.
@@ -56,6 +57,8 @@ def gpu_share(n_jobs: int, fraction: float | None) -> float:
 def init_worker(max_growth_mb: int, threads: int, gpu_fraction: float, search_pid: int) -> None:
     """Run once in each new worker process, before its first fit (the watch first: the rest imports the backend)."""
     exit_with(search_pid)
+    quiet_loggers()
+    import_backend()  # its start-up lines go to the job's log, as in the search process
     set_memory_ceiling(max_growth_mb)
     set_backend_threads(threads)
     limit_gpu_memory(gpu_fraction)
