@@ -80,9 +80,11 @@ def main(cfg: DictConfig) -> float:
         except TrackingStoreLost as lost:
             stop_store_lost(lost, session, job.output_dir)
         except PlacementError as error:
+            unfinished = " ".join(getattr(error, "__notes__", []))  # the fits it stopped (tracking/search_run.py)
             print(
-                f"cluster: {error}; the search's runs are marked FAILED and its finished fits are kept in the "
-                f"fit store; add a node or lower execution.n_jobs, and run `{this_command()}` again to resume",
+                f"cluster: {error}; the search's runs are marked FAILED{f' ({unfinished})' if unfinished else ''} "
+                f"and its finished fits are kept in the fit store; add a node or lower execution.n_jobs, and run "
+                f"`{this_command()}` again to resume",
                 file=sys.stderr,
             )
             sys.exit(1)

@@ -355,6 +355,7 @@ def test_a_search_whose_lost_fit_finds_no_room_stops_in_one_line_instead_of_hang
         "cluster: for 20 s the cluster's 1 alive node(s) had room for 2 of the search's 3 workers ({'CPU': 1.0} each)"
     ), stderr[-3000:]
     assert last.endswith(f"run `python -m mnist_hpo {' '.join(args)}` again to resume")
+    assert "the search's runs are marked FAILED (unfinished fits: candidate " in last  # which fits it stopped
     assert "Traceback" not in stderr
     # No run is left RUNNING; the lost fit's run says why it failed; finished fits are in the fit store
     levels = runs_by_level(tracking_server)

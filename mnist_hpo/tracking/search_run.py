@@ -165,7 +165,9 @@ class SearchRun:
         if kind is None:
             self.close_children(RunStatus.FAILED, "the search ended before this run finished")
         else:
-            self.close_children(exit_status(kind), f"{kind.__name__}: {error}")
+            unfinished = self.close_children(exit_status(kind), f"{kind.__name__}: {error}")
+            if error is not None and unfinished:  # the fits it stopped, for whoever reports the error
+                error.add_note(f"unfinished fits: {'; '.join(unfinished)}")
         close_on_exit(self.client, self.run_id, kind, error)
 
     @property
@@ -181,11 +183,18 @@ class SearchRun:
             query = f"tags.`{SEARCH_RUN}` = '{run_id}' and tags.`{LEVEL}` = '{level}'"
         return self.client.search_runs([self.experiment_id], query, max_results=50000)
 
-    def close_children(self, status: int, reason: str, run_id: str | None = None) -> None:
-        """End every descendant of a search still RUNNING with ``status`` and the reason as a tag."""
+    def close_children(self, status: int, reason: str, run_id: str | None = None) -> list[str]:
+        """End every descendant of a search still RUNNING with ``status`` and the reason as a tag.
+
+        Returns the fits (candidate and split) whose fold runs it ended.
+        """
+        fits = []
         for run in self.descendants(run_id=run_id):
             if run.info.status == "RUNNING":
                 close_run(self.client, run.info.run_id, status, reason)
+                if run.data.tags.get(LEVEL) == "fold":
+                    fits.append(f"candidate {run.data.tags.get(CANDIDATE)} split {run.data.tags.get(SPLIT)}")
+        return fits
 
     def callbacks(self, n_splits: int, n_repeats: int = 1) -> list[FoldLogger]:
         """The sklearn callbacks that fill this search run's candidate and fold runs."""
