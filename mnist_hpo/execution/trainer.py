@@ -25,6 +25,7 @@ a third of an epoch program's compile time on XLA CPU, which groups of other bat
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -44,6 +45,8 @@ OPTIMIZER_MIXERS = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "grad
 # every traced function's graph for the process' life.
 EVALUATIONS: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
 EVALUATIONS_KEPT = 4
+# A trainer's members' values, which a cached validation pass must not keep alive (Trainer.stateless).
+STATE_ATTRIBUTES = ("trainable", "non_trainable", "optimizer", "initial_optimizer", "epoch", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -150,11 +153,24 @@ class Trainer:
             return self.compile_evaluation()
         kinds = tuple((kind.identity, kind.sparse, kind.members) for kind in self.kinds)
         key = (keras.backend.backend(), options, structure, kinds)
-        compiled = EVALUATIONS.pop(key, None) or self.compile_evaluation()
+        compiled = EVALUATIONS.pop(key, None) or self.stateless().compile_evaluation()
         EVALUATIONS[key] = compiled
         while len(EVALUATIONS) > EVALUATIONS_KEPT:
             EVALUATIONS.popitem(last=False)
         return compiled
+
+    def stateless(self) -> Trainer:
+        """This trainer without its members' values (variables, optimizer, initial weights).
+
+        What a cached compiled pass keeps alive: the pass takes the values as arguments, and a wide
+        group's values can be hundreds of MB.
+        """
+        shell = copy.copy(self)
+        shell.fused = copy.copy(self.fused)
+        shell.fused.trainable, shell.fused.non_trainable = [], []
+        for name in STATE_ATTRIBUTES:
+            shell.__dict__.pop(name, None)
+        return shell
 
     def compile_evaluation(self) -> Callable[..., Any]:
         """:meth:`evaluate_fn` compiled by the backend."""
