@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import signal
 import sys
@@ -108,8 +107,7 @@ def this_command() -> str:
 
 def log_details(text: str, output_dir: Path) -> Path:
     """Append ``text`` to the job's log file (Hydra's, else ``<output_dir>/mnist_hpo.log``), not the terminal."""
-    files = [handler for handler in logging.getLogger().handlers if isinstance(handler, logging.FileHandler)]
-    path = Path(files[0].baseFilename) if files else output_dir / "mnist_hpo.log"
+    path = job_log(output_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", encoding="utf-8") as log:
         log.write(text)

@@ -33,6 +33,7 @@ from mnist_hpo.params import (
     config_key,
     estimator_params,
 )
+from mnist_hpo.search import has_distributions
 from mnist_hpo.space import bounding_values, build_space
 
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
@@ -303,7 +304,7 @@ def preflight(cfg: Config, x_train: np.ndarray, y_train: np.ndarray) -> None:
     check_folds(cfg.search.cv, y_train, "data.train_size")
     if cfg.search.strategy == "halving" and not cfg.study.enabled:
         space = build_space(dict(cfg.grid), allow_distributions=True)
-        if any(not isinstance(values, list) for values in space.values()):  # HalvingRandomSearchCV
+        if has_distributions(space):  # HalvingRandomSearchCV
             count = cfg.search.n_candidates if cfg.search.n_candidates != "exhaust" else None
         else:
             count = len(ParameterGrid(space))
