@@ -109,6 +109,22 @@ def test_each_wide_member_learns_what_its_keras_fit_learns(digits, architecture)
             np.testing.assert_allclose(result.history[metric], values, atol=1e-5)
 
 
+@pytest.mark.parametrize(("optimizer", "wide"), [("adam", True), ("sgd", False)])
+def test_members_with_their_own_learning_rates_learn_what_their_keras_fits_learn(digits, optimizer, wide):
+    # One group steps every member at rate 1 and scales each member's step by its own rate.
+    x, y = digits
+    rates = [0.01, 0.001, 0.003]
+    base = members(x, y, ["relu"], conv_filters=[1], kernel_size=5, dense_units=0, optimizer=optimizer)[0]
+    estimators = [clone(base).set_params(optimizer__learning_rate=rate).prepare(x, y) for rate in rates]
+    trainer, fused = train(estimators, x, y, wide)
+    np.testing.assert_array_equal(trainer.rates, np.float32(rates))
+    for estimator, result in zip(estimators, fused, strict=True):
+        alone = clone(estimator).fit(x, y)
+        for mine, theirs in zip(result.weights, alone.model_.get_weights(), strict=True):
+            np.testing.assert_allclose(mine, theirs, atol=2e-5)
+        np.testing.assert_allclose(result.history["val_loss"], alone.history_["val_loss"], atol=1e-5)
+
+
 def test_a_model_outside_the_wide_form_trains_side_by_side_and_exactly(digits):
     x, y = digits
     estimators = members(x, y, ["relu", "sigmoid"], conv_filters=[2], dense_units=4, dropout_dense=0.2)

@@ -30,12 +30,14 @@ from mnist_hpo.execution.compiled import build_trainer
 from mnist_hpo.execution.fit_keys import describe
 from mnist_hpo.execution.fit_store import FitStore
 from mnist_hpo.execution.plan import FitPlan, PlannedFit
-from mnist_hpo.execution.trainer import Trainer, unfusable_reason
+from mnist_hpo.execution.trainer import Trainer, learning_rate_mixes, unfusable_reason
 
 log = logging.getLogger(__name__)
 
 # Parameters members of one group may differ in: they change neither the step count nor the update rule.
 MEMBER_PARAMS = frozenset({"model__activation", "loss", "model__kernel_initializer"})
+# And the learning rate, where the optimizer's update is linear in it (trainer.member_rates).
+RATE = "optimizer__learning_rate"
 BYTES_PER_FLOAT = 4
 ACTIVATION_COPIES = 4  # forward values, their gradients, and the temporaries of both, per layer output
 
@@ -61,8 +63,13 @@ class FusedReport:
 
 
 def group_key(params: dict[str, Any]) -> str:
-    """What members of one group share: every result-deciding parameter but :data:`MEMBER_PARAMS`."""
-    return ";".join(f"{name}={describe(params[name])}" for name in sorted(params) if name not in MEMBER_PARAMS)
+    """What members of one group share: every result-deciding parameter but :data:`MEMBER_PARAMS` (and :data:`RATE`)."""
+    rate = params.get(RATE)
+    mixes = (
+        isinstance(rate, int | float) and not isinstance(rate, bool) and learning_rate_mixes(params.get("optimizer"))
+    )
+    differ = MEMBER_PARAMS | {RATE} if mixes else MEMBER_PARAMS
+    return ";".join(f"{name}={describe(params[name])}" for name in sorted(params) if name not in differ)
 
 
 def member_bytes(model: keras.Model, batch_size: int, chunk: int) -> int:

@@ -46,6 +46,10 @@ class FusedModel:
         """Each member's weights in its Keras model's ``get_weights()`` order."""
         raise NotImplementedError
 
+    def member_scales(self, per_member: np.ndarray) -> list[np.ndarray]:
+        """``per_member`` values shaped to multiply each trainable tensor member by member."""
+        raise NotImplementedError
+
     def structure(self) -> Hashable | None:
         """All that decides :meth:`forward`'s computation, parameters aside; None when not describable.
 
@@ -85,6 +89,11 @@ class SideBySide(FusedModel):
             next_non_trainable += list(updated)
             regularisation.append(ops.cast(sum(losses), "float32") if losses else ops.zeros((), "float32"))
         return probabilities, next_non_trainable, ops.stack(regularisation)
+
+    def member_scales(self, per_member: np.ndarray) -> list[np.ndarray]:
+        """Each tensor belongs to one member: its member's value, as a scalar."""
+        values = np.asarray(per_member, np.float32)
+        return [values[member] for member, (t, _) in enumerate(self.spans) for _ in range(t.start, t.stop)]
 
     def member_weights(self, trainable: list[np.ndarray], non_trainable: list[np.ndarray]) -> list[list[np.ndarray]]:
         weights = []
@@ -272,6 +281,11 @@ class WideCNN(FusedModel):
 
     def structure(self) -> Hashable:
         return ("wide", self.members, tuple(self.layers))
+
+    def member_scales(self, per_member: np.ndarray) -> list[np.ndarray]:
+        """Every tensor stacks the members along its first axis: the values along that axis."""
+        values = np.asarray(per_member, np.float32)
+        return [values.reshape(self.members, *[1] * (tensor.ndim - 1)) for tensor in self.trainable]
 
     def forward(self, trainable: list[Any], non_trainable: list[Any], x: Any, training: bool) -> tuple[Any, ...]:
         h = x  # [B, H, W, C] shared; then [B, H, W, M, C] or [B, M, J] with the member axis second to last

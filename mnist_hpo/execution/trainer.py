@@ -26,6 +26,7 @@ a third of an epoch program's compile time on XLA CPU, which groups of other bat
 from __future__ import annotations
 
 import copy
+import functools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Sequence
@@ -41,6 +42,20 @@ from mnist_hpo.execution.fused_model import FusedModel
 VALIDATION_CHUNK = 1024  # validation rows per compiled evaluation step
 BACKENDS = ("tensorflow", "jax")
 OPTIMIZER_MIXERS = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "gradient_accumulation_steps")
+# Optimizers whose update is the learning rate times a function of the gradients and the slots alone
+# (their slots hold no learning rate but through that product: SGD's momentum is linear in it too).
+# Members of such an optimizer may differ in learning rate: one optimizer steps them all at rate 1 and
+# each member's step is scaled by its own rate (Trainer.rates).
+LINEAR_IN_LEARNING_RATE = (
+    keras.optimizers.Adam,
+    keras.optimizers.AdamW,
+    keras.optimizers.Adamax,
+    keras.optimizers.Nadam,
+    keras.optimizers.RMSprop,
+    keras.optimizers.SGD,
+    keras.optimizers.Adagrad,
+    keras.optimizers.Lion,
+)
 # Compiled validation passes by structure (Trainer.evaluation): the latest few, as TensorFlow keeps
 # every traced function's graph for the process' life.
 EVALUATIONS: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
@@ -89,6 +104,34 @@ def unfusable_reason(model: keras.Model) -> str | None:
     return None
 
 
+def member_rates(models: Sequence[keras.Model]) -> tuple[dict[str, Any], np.ndarray | None]:
+    """The optimizer settings the group steps with, and each member's learning rate when they differ.
+
+    Members must share every optimizer setting; their learning rates may differ where the optimizer
+    is linear in it (:data:`LINEAR_IN_LEARNING_RATE`): the group then steps at rate 1 and the trainer
+    scales each member's step by its own rate, which is its own update up to float rounding.
+    """
+    configs = [model.optimizer.get_config() for model in models]
+    rates = [config["learning_rate"] for config in configs]
+    if all(rate == rates[0] for rate in rates):
+        return configs[0], None
+    others = [
+        {name: value for name, value in config.items() if name not in ("name", "learning_rate")} for config in configs
+    ]
+    numbers = all(isinstance(rate, int | float) for rate in rates)
+    if not numbers or type(models[0].optimizer) not in LINEAR_IN_LEARNING_RATE or others.count(others[0]) < len(others):
+        raise ValueError(
+            "members of one group must share their optimizer; only a linear one's learning rate may differ"
+        )
+    return configs[0] | {"learning_rate": 1.0}, np.asarray(rates, np.float32)
+
+
+@functools.cache
+def learning_rate_mixes(optimizer: Any) -> bool:
+    """Whether members of ``optimizer`` (a Keras optimizer name) may differ in learning rate in one group."""
+    return isinstance(optimizer, str) and type(keras.optimizers.get(optimizer)) in LINEAR_IN_LEARNING_RATE
+
+
 def loss_identity(model: keras.Model) -> str:
     """What decides ``model``'s per-sample loss: members with the same identity share one loss computation."""
     loss = model.loss
@@ -132,7 +175,11 @@ class Trainer:
         self.kinds = loss_kinds(models, sparse)
         self.all_members = tuple(range(len(models)))
         self.optimizer_class = type(models[0].optimizer)
-        self.optimizer_config = models[0].optimizer.get_config()
+        self.optimizer_config, self.rates = member_rates(models)
+
+    def rate_scales(self) -> list[np.ndarray] | None:
+        """Per trainable tensor, its members' learning rates shaped to scale its step; None when all share one."""
+        return None if self.rates is None else self.fused.member_scales(self.rates)
 
     def new_optimizer(self) -> keras.optimizers.Optimizer:
         """A fresh optimizer with the members' class and settings."""

@@ -35,6 +35,8 @@ class JaxTrainer(Trainer):
             losses, corrects = self.member_losses(probabilities, regularisation, yb, weight)
             return jnp.sum(jnp.where(alive, losses, 0.0)), (losses, corrects, non_trainable)
 
+        scales = self.rate_scales()
+
         def step(carry: Any, batch: Any) -> Any:
             (trainable, non_trainable, optimizer), alive, sums = carry
             index, weight = batch
@@ -43,7 +45,12 @@ class JaxTrainer(Trainer):
             grads, (losses, corrects, non_trainable_next) = jax.grad(total, has_aux=True)(
                 trainable, non_trainable, xb, yb, weight, alive
             )
-            trainable, optimizer = self.optimizer.stateless_apply(optimizer, grads, trainable)
+            stepped, optimizer = self.optimizer.stateless_apply(optimizer, grads, trainable)
+            if scales is not None:  # each member's own learning rate times the step taken at rate 1
+                stepped = [
+                    old + scale * (new - old) for old, new, scale in zip(trainable, stepped, scales, strict=True)
+                ]
+            trainable = stepped
             ok = alive & jnp.isfinite(losses)
             non_trainable = non_trainable_next  # dropout seed states: they decide no other member's numbers
             rows = jnp.sum(weight)

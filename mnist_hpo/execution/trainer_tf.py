@@ -47,6 +47,7 @@ class TensorFlowTrainer(Trainer):
         self.non_trainable = [keras.Variable(value, trainable=False) for value in fused.non_trainable]
         self.optimizer = self.new_optimizer()
         self.optimizer.build(self.trainable)
+        self.scales = self.rate_scales()
         self.initial_optimizer = [np.array(variable.numpy()) for variable in self.optimizer.variables]
         # XLA has no deterministic kernel for some gradients, and its random kernels draw other numbers
         # than TensorFlow's (which Keras' own fit uses on a CPU): deterministic=true, and models with
@@ -77,7 +78,11 @@ class TensorFlowTrainer(Trainer):
             total = tf.reduce_sum(tf.where(alive, losses, 0.0))
         grads = tape.gradient(total, values)
         grads = [tf.zeros_like(value) if grad is None else grad for grad, value in zip(grads, values, strict=True)]
+        before = None if self.scales is None else [tf.identity(value) for value in values]  # read before the step
         self.optimizer.apply_gradients(zip(grads, self.trainable, strict=True))
+        if before is not None:  # each member's own learning rate times the step taken at rate 1
+            for variable, value, scale in zip(self.trainable, before, self.scales, strict=True):
+                variable.assign(value + scale * (variable.value - value))
         ok = tf.logical_and(alive, tf.math.is_finite(losses))
         for variable, value in zip(self.non_trainable, non_trainable, strict=True):
             variable.assign(value)
