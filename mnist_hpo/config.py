@@ -84,6 +84,10 @@ class SearchConfig:
     error_score: Any = "nan"
     return_train_score: bool = True
     n_iter: int = 10
+    sampler: str = "tpe"
+    # Optuna trials asked, trained (one fused group per split) and told together. Not sized from the
+    # execution group: a batch decides which trials TPE asks for, and execution decides no result.
+    trials_per_batch: int = 8
     resource: str = "n_samples"
     factor: int = 3
     min_resources: Any = "exhaust"

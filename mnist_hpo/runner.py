@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -22,6 +23,7 @@ from mnist_hpo.execution.executors import temporary_fit_store, train_ahead
 from mnist_hpo.execution.fused import FusedReport
 from mnist_hpo.execution.workers import fit_workers
 from mnist_hpo.identity import resume_key
+from mnist_hpo.optuna_search import StudyStorage
 from mnist_hpo.provenance import Provenance, git_commit
 from mnist_hpo.report import places_view, result_view
 from mnist_hpo.search import build_cv, build_search
@@ -49,6 +51,11 @@ def write_cv_results(search: Any, result: SearchResult, output_dir: Path) -> Pat
     comparisons = result.candidates[["mean_training_time", *COMPARISON_COLUMNS]].reset_index(drop=True)
     pd.concat([pd.DataFrame(search.cv_results_), comparisons], axis=1).to_csv(path, index=False)
     return path
+
+
+def batch_line(console: Console) -> Callable[[FusedReport], None]:
+    """Prints what fused training did for one Optuna batch."""
+    return lambda report: console.print(report.line())
 
 
 def refit_choice(
@@ -103,16 +110,27 @@ def fitted_search(
     data = session.data
     backend = keras.backend.backend()
     estimator = build_estimator(cfg.model, cfg.execution, cfg.seed, fit_store=fit_store, search_token=uuid.uuid4().hex)
-    space = build_space(cfg.grid, allow_distributions=cfg.search.strategy != "grid")
+    optuna = cfg.search.strategy == "optuna"
+    space = dict(cfg.grid) if optuna else build_space(cfg.grid, allow_distributions=cfg.search.strategy != "grid")
+    store_dir = (job.launch_dir / cfg.tracking.store_dir).resolve()
+    storage = StudyStorage.beside(store_dir, key, fresh=not cfg.execution.resume) if optuna else None
     sizes = FoldSizes.of(len(data.y_train), cfg.search.cv)
     rule = rule_name(cfg.search.refit)
     refit = refit_choice(rule, cfg, estimator, data, sizes)
-    search = build_search(cfg.search, estimator, space, cfg.seed, n_jobs=cfg.execution.n_jobs, refit=refit)
+    n_jobs = cfg.execution.n_jobs
+    search = build_search(cfg.search, estimator, space, cfg.seed, n_jobs=n_jobs, refit=refit, storage=storage)
     console.print(
         f"[bold]{type(search).__name__}[/bold] over {', '.join(cfg.grid)}: "
         f"{cfg.search.cv}-fold CV on {len(data.y_train)} training images "
         f"({data.source}), backend {backend}, {session.device}"
     )
+    if storage is not None:
+        console.print(
+            f"Optuna study {storage.name} ({cfg.search.sampler}, {cfg.search.n_iter} trials, "
+            f"{search.trials_per_batch} a batch): "
+            f"optuna-dashboard {storage.url}",
+            soft_wrap=True,
+        )
     provenance = Provenance(
         preset=job.preset,
         overrides=job.overrides,
@@ -147,7 +165,10 @@ def fitted_search(
             console.print(f"Finished fits come from, and go to, the fit store {session.fit_store}.")
         progress = [ProgressBar(max_propagation_depth=0)] if cfg.execution.progress else []
         search.set_callbacks(*progress, *tracked.callbacks(cfg.search.cv, cfg.search.cv_repeats))
-        ahead = train_ahead(search, data.x_train, data.y_train, cfg.execution, fit_store) if fit_store else None
+        on_batch = lambda report: console.print(report.line())  # noqa: E731 - one line per Optuna batch
+        ahead = (
+            train_ahead(search, data.x_train, data.y_train, cfg.execution, fit_store, on_batch) if fit_store else None
+        )
         if isinstance(ahead, FusedReport):
             console.print(ahead.line())
             if ahead.complete:  # nothing left to train: restoring here beats starting worker processes

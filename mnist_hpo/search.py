@@ -20,10 +20,11 @@ from sklearn.model_selection import (
 )
 
 from mnist_hpo.config import SearchConfig
+from mnist_hpo.optuna_search import OptunaSearchCV, StudyStorage
 
 # The searches this module builds, named from scikit-learn's public classes (their common base,
-# BaseSearchCV, lives in a private module).
-SearchCV = GridSearchCV | RandomizedSearchCV | HalvingGridSearchCV | HalvingRandomSearchCV
+# BaseSearchCV, lives in a private module) and the project's Optuna search.
+SearchCV = GridSearchCV | RandomizedSearchCV | HalvingGridSearchCV | HalvingRandomSearchCV | OptunaSearchCV
 
 
 def error_score(value: Any) -> float | str:
@@ -56,19 +57,22 @@ def build_search(
     seed: int,
     n_jobs: int = 1,
     refit: bool | Callable[[dict[str, Any]], int] = True,
+    storage: StudyStorage | None = None,
 ) -> SearchCV:
     """Build the unfitted search that ``search.strategy`` names.
 
     Args:
         config: The ``search`` config group.
         estimator: The unfitted estimator each candidate clones.
-        space: Parameter grid or distributions, from :func:`mnist_hpo.space.build_space`.
+        space: Parameter grid or distributions, from :func:`mnist_hpo.space.build_space`; for Optuna, the
+            ``grid`` config group itself (:func:`mnist_hpo.optuna_search.optuna_space` converts it).
         seed: Seeds the folds and any sampling.
         n_jobs: Parallel fits (``execution.n_jobs``): how the search runs, not what it finds.
         refit: Refit the best (True), none (False), or the row a refit rule picks from ``cv_results_``.
+        storage: Where Optuna's study lives (None: in memory).
 
     Returns:
-        A GridSearchCV, RandomizedSearchCV, HalvingGridSearchCV or HalvingRandomSearchCV.
+        A GridSearchCV, RandomizedSearchCV, HalvingGridSearchCV, HalvingRandomSearchCV or OptunaSearchCV.
     """
     common = dict(
         estimator=estimator,
@@ -81,6 +85,16 @@ def build_search(
     )
     if config.strategy == "grid":
         return GridSearchCV(param_grid=space, **common)
+    if config.strategy == "optuna":
+        return OptunaSearchCV(
+            param_distributions=space,
+            n_iter=config.n_iter,
+            trials_per_batch=min(config.trials_per_batch, config.n_iter),
+            sampler=config.sampler,
+            random_state=seed,
+            storage=storage,
+            **common,
+        )
     if config.strategy == "random":
         return RandomizedSearchCV(param_distributions=space, n_iter=config.n_iter, random_state=seed, **common)
     halving = dict(
@@ -100,10 +114,14 @@ def build_search(
 def candidate_params(search: SearchCV) -> Iterable[dict[str, Any]]:
     """The candidates the search will try first, drawn as its ``_run_search`` draws them.
 
+    Empty for Optuna, whose study asks for each batch's candidates as it goes.
+
     Only public API: a grid's ``ParameterGrid``; a sampler seeded like the search, for as many
     candidates as the search asks for (halving's "exhaust" from its fitted ``max_resources_`` and
     ``min_resources_``, as scikit-learn documents it).
     """
+    if isinstance(search, OptunaSearchCV):
+        return []
     if isinstance(search, HalvingRandomSearchCV):
         count = search.n_candidates
         if count == "exhaust":

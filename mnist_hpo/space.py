@@ -57,8 +57,8 @@ def build_space(grid: Mapping[str, Any], *, allow_distributions: bool) -> dict[s
         if is_distribution(value):
             if not allow_distributions:
                 raise ConfigError(
-                    f"grid.{key}: distributions need search.strategy=random (or halving with "
-                    "distributions); a grid search needs a list of values"
+                    f"grid.{key}: distributions need search.strategy=random, optuna or halving; "
+                    "a grid search needs a list of values"
                 )
             space[key] = distribution(key, value)
         elif isinstance(value, list) and value:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ from mnist_hpo.config import (
 )
 from mnist_hpo.params import BUILDER_PREFIX, CONFIG_KEYS, estimator_params
 from mnist_hpo.selection import REFIT_RULES
-from mnist_hpo.space import bounding_values, build_space
+from mnist_hpo.space import bounding_values, build_space, is_distribution
 
 Check = Callable[[str, Any], None]
 
@@ -115,6 +116,36 @@ def validate_study(study: StudyConfig) -> None:
         number(10, integer=True)("study.stage1_train_size", study.stage1_train_size)
 
 
+# The packages Optuna's samplers need beyond Optuna itself, and how to get them.
+SAMPLER_PACKAGES = {"gp": ("torch", "pip install 'mnist-hpo[torch]'"), "cmaes": ("cmaes", "pip install cmaes")}
+NUMERIC = ("uniform", "loguniform", "randint")
+
+
+def validate_sampler(search: SearchConfig, grid: dict[str, Any]) -> None:
+    """Check that ``search.sampler`` can take the grid's space and that its packages are installed.
+
+    CMA-ES samples numeric axes jointly and needs two of them: Optuna would draw a list's values,
+    or a lone numeric axis, at random instead, which is not what the user asked for.
+    """
+    if search.sampler == "cmaes":
+        lists = [key for key, value in grid.items() if not (is_distribution(value) and value.get("dist") in NUMERIC)]
+        if lists:
+            raise ConfigError(
+                f"grid.{lists[0]}: search.sampler=cmaes samples numeric distributions only "
+                f"({', '.join(NUMERIC)}); use search.sampler=tpe, gp or random for lists"
+            )
+        if len(grid) < 2:
+            raise ConfigError(
+                f"search.sampler: cmaes needs two or more numeric axes, the grid has {len(grid)}; use tpe, gp or random"
+            )
+    package = SAMPLER_PACKAGES.get(search.sampler)
+    if package is not None and importlib.util.find_spec(package[0]) is None:
+        raise ConfigError(
+            f"search.sampler: {search.sampler} needs the {package[0]} package, which is not installed: "
+            f"{package[1]}, or use search.sampler=tpe"
+        )
+
+
 def validate_search(search: SearchConfig) -> None:
     """Check the ``search`` group (scorer names from scikit-learn's own registry)."""
     one_of(choices.STRATEGIES)("search.strategy", search.strategy)
@@ -128,6 +159,8 @@ def validate_search(search: SearchConfig) -> None:
     if search.error_score not in ("nan", "raise") and not isinstance(search.error_score, (int, float)):
         raise ConfigError(f"search.error_score: {search.error_score!r} must be nan, raise or a number")
     number(1, integer=True)("search.n_iter", search.n_iter)
+    one_of(choices.SAMPLERS)("search.sampler", search.sampler)
+    number(1, integer=True)("search.trials_per_batch", search.trials_per_batch)
     one_of(choices.HALVING_RESOURCES)("search.resource", search.resource)
     number(2, integer=True)("search.factor", search.factor)
     for key in ("min_resources", "n_candidates"):
@@ -192,12 +225,14 @@ def validate_config(cfg: Config) -> None:
     validate_execution(cfg.execution)
     if cfg.study.enabled:
         validate_study(cfg.study)
-        if cfg.search.strategy == "halving":
+        if cfg.search.strategy in ("halving", "optuna"):
             raise ConfigError(
-                "search.strategy: halving cannot run a study's stage 1, which compares every value of each "
-                "hyperparameter on the same folds; use grid or random"
+                f"search.strategy: {cfg.search.strategy} cannot run a study's stage 1, which compares every value "
+                "of each hyperparameter on the same folds; use grid or random"
             )
         return
     validate_grid(cfg.grid, allow_distributions=cfg.search.strategy != "grid")
+    if cfg.search.strategy == "optuna":
+        validate_sampler(cfg.search, cfg.grid)
     if cfg.search.strategy == "halving" and cfg.search.resource in cfg.grid:
         raise ConfigError(f"grid.{cfg.search.resource}: it is the halving resource, so it cannot be a grid axis")

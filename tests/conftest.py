@@ -44,32 +44,36 @@ def run_cli(
     )
 
 
-# Runs the real CLI and SIGKILLs its own process the moment its N-th fit has finished (the fit
-# saved, its fold run closed): the kill point is exact however fast the machine is.
-KILL_AFTER_FITS = """
-import os, signal, sys
+# Runs the real CLI and signals its own process the moment the N-th call of a method has returned
+# (KILL_TARGET, "module:Class.method"; by default a fit, saved and its fold run closed): the kill
+# point is exact however fast the machine is.
+KILL_AFTER_CALLS = """
+import importlib, os, signal, sys
 from mnist_hpo import __main__ as cli_module
-from mnist_hpo.estimator import MnistCNNClassifier
 
-fit = MnistCNNClassifier.fit
-finished = []
+module, _, attribute = os.environ["KILL_TARGET"].partition(":")
+owner_name, method_name = attribute.split(".")
+owner = getattr(importlib.import_module(module), owner_name)
+method = getattr(owner, method_name)
+returned = []
 # A terminal delivers Ctrl-C to a process whose SIGINT is at its default; a shell that starts the
 # test run in the background (``pytest &``) hands it down ignored, and Python then keeps ignoring it.
 signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
-def fit_then_die(self, *args, **kwargs):
-    result = fit(self, *args, **kwargs)
-    finished.append(self)
-    if len(finished) == int(os.environ["KILL_AFTER_FITS"]):
+def call_then_die(self, *args, **kwargs):
+    result = method(self, *args, **kwargs)
+    returned.append(self)
+    if len(returned) == int(os.environ["KILL_AFTER"]):
         os.kill(os.getpid(), getattr(signal, os.environ.get("KILL_SIGNAL", "SIGKILL")))
     return result
 
 
-MnistCNNClassifier.fit = fit_then_die
+setattr(owner, method_name, call_then_die)
 sys.argv = ["mnist_hpo", *sys.argv[1:]]
 cli_module.cli()
 """
+FIT = "mnist_hpo.estimator:MnistCNNClassifier.fit"
 
 
 def run_code(code: str, *args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
@@ -84,12 +88,16 @@ def run_code(code: str, *args: str, cwd: Path, env: dict[str, str]) -> subproces
     )
 
 
-def run_cli_killed_after(fits: int, *args: str, cwd: Path, signal_name: str = "SIGKILL") -> subprocess.CompletedProcess:
-    """Run ``python -m mnist_hpo ARGS`` in ``cwd`` until it signals itself after ``fits`` fits (in-process).
+def run_cli_killed_after(
+    calls: int, *args: str, cwd: Path, signal_name: str = "SIGKILL", target: str = FIT
+) -> subprocess.CompletedProcess:
+    """Run ``python -m mnist_hpo ARGS`` in ``cwd`` until it signals itself after ``calls`` calls of ``target``.
 
-    SIGKILL (the default) ends it at once, as ``kill -9`` does; SIGINT is a Ctrl-C.
+    ``target`` is "module:Class.method" (default: a fit, in-process). SIGKILL (the default) ends it at
+    once, as ``kill -9`` does; SIGINT is a Ctrl-C.
     """
-    process = run_code(KILL_AFTER_FITS, *args, cwd=cwd, env={"KILL_AFTER_FITS": str(fits), "KILL_SIGNAL": signal_name})
+    env = {"KILL_TARGET": target, "KILL_AFTER": str(calls), "KILL_SIGNAL": signal_name}
+    process = run_code(KILL_AFTER_CALLS, *args, cwd=cwd, env=env)
     if signal_name == "SIGKILL":
         assert process.returncode == -signal.SIGKILL, process.stderr[-3000:]
     return process

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli, run_code, store_uri
+from conftest import run_cli, run_cli_killed_after, store_uri
 from mlflow_tree import runs_by_level
 from scipy.stats import spearmanr
 from sklearn.base import clone
@@ -150,35 +150,11 @@ def test_a_diverging_member_fails_alone_and_the_others_train_as_without_it(digit
             np.testing.assert_allclose(mine, theirs, atol=1e-6)
 
 
-KILL_IN_GROUP = """
-import os, signal, sys
-from mnist_hpo import __main__ as cli_module
-from mnist_hpo.execution.fit_store import FitStore
-
-save = FitStore.save
-saved = []
-
-
-def save_then_die(self, *args, **kwargs):
-    result = save(self, *args, **kwargs)
-    saved.append(args[0])
-    if len(saved) == int(os.environ["KILL_AFTER_SAVES"]):
-        os.kill(os.getpid(), signal.SIGKILL)
-    return result
-
-
-FitStore.save = save_then_die
-sys.argv = ["mnist_hpo", *sys.argv[1:]]
-cli_module.cli()
-"""
-
-
 def test_a_search_killed_mid_group_retrains_only_the_missing_members(tmp_path):
     killed = tmp_path / "killed"
     killed.mkdir()
     # Killed once the first group (6 members) and 2 members of the second are stored.
-    process = run_code(KILL_IN_GROUP, *FUSED, cwd=killed, env={"KILL_AFTER_SAVES": "8"})
-    assert process.returncode == -9, process.stderr[-3000:]
+    run_cli_killed_after(8, *FUSED, cwd=killed, target="mnist_hpo.execution.fit_store:FitStore.save")
     restart = run_cli(*FUSED, cwd=killed)
     assert restart.returncode == 0, restart.stderr[-3000:]
     assert "fused training: 4 fit(s) in 1 group(s)" in restart.stdout

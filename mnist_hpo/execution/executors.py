@@ -9,16 +9,18 @@ Where fusion does not apply, nothing is trained ahead and the workers train each
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mnist_hpo.config import ExecutionConfig
 from mnist_hpo.execution.fit_store import FitStore
 from mnist_hpo.execution.fused import FusedExecutor, FusedReport
-from mnist_hpo.execution.plan import FitPlan
+from mnist_hpo.execution.plan import FitPlan, Split
+from mnist_hpo.optuna_search import OptunaSearchCV
 from mnist_hpo.search import SearchCV, is_halving
 
 
@@ -41,16 +43,34 @@ def temporary_fit_store() -> Iterator[Path]:
 
 
 def train_ahead(
-    search: SearchCV, X: np.ndarray, y: np.ndarray, execution: ExecutionConfig, store: Path
-) -> FusedReport | str:
+    search: SearchCV,
+    X: np.ndarray,
+    y: np.ndarray,
+    execution: ExecutionConfig,
+    store: Path,
+    on_batch: Callable[[FusedReport], None] | None = None,
+) -> FusedReport | str | None:
     """Train the search's missing fits in fused groups into ``store``; the reason when fusion does not apply.
 
-    The search's estimator must already carry ``fit_store=store`` and a ``search_token``.
+    A search that asks for its candidates in batches (Optuna) trains each batch ahead when it asks
+    (``before_batch``), reporting each to ``on_batch``; then this returns None. The search's
+    estimator must already carry ``fit_store=store`` and a ``search_token``.
     """
     reason = fusion_skipped(search, execution)
     if reason is not None:
         return reason
-    plan = FitPlan.of(search, X, y)
     fit_store = FitStore(store, execution.fit_store_budget_mb * 2**20)
     executor = FusedExecutor(search.estimator, fit_store, execution.fused_group_mb, search.estimator.search_token)
-    return executor.run(plan, X, y)
+    if isinstance(search, OptunaSearchCV):
+        splits: list[tuple[Split, ...]] = []  # the first batch's: each split's rows hashed once per search
+
+        def train_batch(candidates: list[dict[str, Any]]) -> None:
+            plan = FitPlan.of(search, X, y, candidates, splits[0] if splits else None)
+            splits[:] = [plan.splits]
+            report = executor.run(plan, X, y)
+            if on_batch is not None:
+                on_batch(report)
+
+        search.set_params(before_batch=train_batch)
+        return None
+    return executor.run(FitPlan.of(search, X, y), X, y)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,20 +46,30 @@ class FitPlan:
     splits: tuple[Split, ...]
 
     @classmethod
-    def of(cls, search: SearchCV, X: np.ndarray, y: np.ndarray) -> FitPlan:
+    def of(
+        cls,
+        search: SearchCV,
+        X: np.ndarray,
+        y: np.ndarray,
+        candidates: Sequence[dict[str, Any]] | None = None,
+        splits: tuple[Split, ...] | None = None,
+    ) -> FitPlan:
         """The plan of ``search`` on ``(X, y)``; its estimator must be this project's classifier.
 
+        ``candidates`` default to those the search will try (:func:`~mnist_hpo.search.candidate_params`);
+        a search that asks for them in batches plans each batch, with the ``splits`` of its first plan.
         The fit keys are those the estimator computes when it fits (the same digest of the same rows),
         so a fit an executor stores is the one the search then restores.
         """
         backend = keras.backend.backend()
         versions = numerics_versions(backend)
-        splits = tuple(
-            Split(index, train, digest_arrays(X[train], y[train], None))
-            for index, (train, _) in enumerate(search.cv.split(X, y))
-        )
+        if splits is None:
+            splits = tuple(
+                Split(index, train, digest_arrays(X[train], y[train], None))
+                for index, (train, _) in enumerate(search.cv.split(X, y))
+            )
         fits = []
-        for candidate, params in enumerate(candidate_params(search)):
+        for candidate, params in enumerate(candidate_params(search) if candidates is None else candidates):
             result_params = clone(search.estimator).set_params(**params).result_params()
             for split in splits:
                 key = key_from_digest(result_params, backend, versions, split.digest)

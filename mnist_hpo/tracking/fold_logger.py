@@ -17,6 +17,7 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sklearn.callback import CallbackContext
 
+from mnist_hpo.optuna_search import BATCH_TASK
 from mnist_hpo.redaction import redact
 from mnist_hpo.search import candidate_params
 from mnist_hpo.tracking.datasets import DataOrigin, fold_input, log_inputs, training_input
@@ -37,6 +38,7 @@ from mnist_hpo.tracking.runs import (
     SEARCH_RUN,
     SPLIT,
     TRAINED_BY,
+    TRIAL,
     close_run,
 )
 from mnist_hpo.tracking.store import Store
@@ -119,7 +121,10 @@ class FoldLogger:
         """Create candidate runs when the search starts, a fold run when a fold fit starts."""
         with guarded():
             if context.task_name == "search" and context.parent is not None and context.parent.parent is None:
-                self.create_candidate_runs(estimator)
+                self.load_existing_runs()
+                self.create_candidate_runs(list(candidate_params(estimator)))
+            elif context.task_name == BATCH_TASK:  # an Optuna batch: its trials are candidates from now on
+                self.create_candidate_runs(estimator.batch_candidates_, estimator.batch_trials_)
             elif context.source_task_name == EVALUATION_TASK:
                 self.fold_runs[task_path(context)] = self.create_fold_run(estimator, context, X, y)
             elif context.source_task_name == REFIT_TASK:
@@ -171,17 +176,18 @@ class FoldLogger:
             elif tags.get(LEVEL) == "refit" and run.info.status == "FINISHED":
                 self.refit_finished = True
 
-    def create_candidate_runs(self, search: Any) -> None:
-        """One run per candidate the search will try, keyed by its parameter values."""
-        self.load_existing_runs()
+    def create_candidate_runs(self, candidates: list[dict[str, Any]], trials: list[int] | None = None) -> None:
+        """One run per candidate, keyed by its parameter values; an Optuna trial's named and tagged by its number."""
         client = self.store.client()
-        candidates = list(candidate_params(search))
-        self.axes = sorted(candidates[0]) if candidates else []
+        if candidates and not self.axes:
+            self.axes = sorted(candidates[0])
         for index, params in enumerate(candidates):
             key = candidate_key(params, self.axes)
             if key in self.candidate_runs:
                 continue
-            run_id = self.create_run(f"candidate-{index:03d}", self.search_run_id, {LEVEL: "candidate", CANDIDATE: key})
+            number = index if trials is None else trials[index]
+            tags = {LEVEL: "candidate", CANDIDATE: key} | ({TRIAL: str(number)} if trials is not None else {})
+            run_id = self.create_run(f"candidate-{number:03d}", self.search_run_id, tags)
             client.log_batch(run_id, params=params_batch(params))
             self.candidate_runs[key] = run_id
 

@@ -21,6 +21,7 @@ CANDIDATE = "mnist_hpo.candidate"
 SPLIT = "mnist_hpo.fold"
 REPEAT = "mnist_hpo.repeat"
 ITERATION = "mnist_hpo.iteration"
+TRIAL = "mnist_hpo.optuna_trial"  # a candidate run's Optuna trial number
 ITERATION_REACHED = "mnist_hpo.iteration_reached"
 # Outcomes.
 ERROR = "mnist_hpo.error"
