@@ -6,14 +6,13 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 from scikeras.utils.transformers import ClassifierLabelEncoder
-from scikeras.wrappers import KerasClassifier
 from sklearn.base import clone
 from sklearn.callback import CallbackContext, CallbackSupportMixin, with_callbacks
 from sklearn.exceptions import NotFittedError
@@ -29,6 +28,7 @@ from mnist_hpo.execution.model_cache import MODELS
 from mnist_hpo.execution.trainer import unfusable_reason
 from mnist_hpo.model import MNIST_META
 from mnist_hpo.params import builder_identity, estimator_params, load_builder
+from mnist_hpo.scikeras_adapter import KerasClassifierAdapter
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class EpochTasks(keras.callbacks.Callback):
         )
 
 
-class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
+class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
     """``KerasClassifier`` for the configured network, fixed for scikit-learn >= 1.6 and made observable.
 
     * ``__sklearn_tags__`` declares a classifier: scikeras 0.13 keeps the pre-1.6 tags, so
@@ -124,7 +124,7 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         encoder_loss = "categorical_crossentropy" if one_hot else self.loss
         return ClassifierLabelEncoder(loss=encoder_loss, categories=categories)
 
-    def _get_compile_kwargs(self) -> dict[str, Any]:
+    def compile_source(self) -> MnistCNNClassifier:
         """Route ``optimizer__*`` values only to optimizers that take them (momentum: sgd).
 
         scikeras builds the compile arguments from ``get_params()``, so an unfit twin without the
@@ -138,9 +138,7 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
             for name, value in params.items()
             if not (name.startswith("optimizer__") and name.split("__")[1] not in accepted)
         }
-        if len(kept) == len(params):
-            return super()._get_compile_kwargs()
-        return type(self)(**kept)._get_compile_kwargs()
+        return self if len(kept) == len(params) else type(self)(**kept)
 
     def result_params(self) -> dict[str, Any]:
         """The parameters that decide what a fit learns: all but :data:`EXECUTION_PARAMS`.
@@ -154,11 +152,11 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         """Everything that decides the built, compiled model (not the fit-time parameters)."""
         params = self.result_params()
         parts = [f"{name}={describe(params[name])}" for name in sorted(params) if name not in FIT_TIME_PARAMS]
-        meta = (keras.backend.backend(), self._random_state, self.X_shape_[1:], list(self.classes_))
+        meta = (keras.backend.backend(), self.drawn_seed, self.X_shape_[1:], list(self.classes_))
         return ";".join([*parts, repr(meta)])
 
-    def _build_keras_model(self) -> keras.Model:
-        """This process' cached model of the same signature, reset; else a fresh compiled one."""
+    def build_model(self, build: Callable[[], keras.Model]) -> keras.Model:
+        """This process' cached model of the same signature, reset; else a fresh compiled one (``build``)."""
         # Reuse is exact on TensorFlow (tests/test_estimator.py); on JAX a reset model's first
         # epoch differed in the third decimal, so other backends build every fit.
         reusable = keras.backend.backend() == "tensorflow"
@@ -167,19 +165,17 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         if signature is not None and (model := MODELS.take(signature, owner=self)) is not None:
             return model
         keras.backend.clear_session(free_memory=False)
-        model = super()._build_keras_model()
+        model = build()
         if signature is not None:
             if not model.compiled:
-                model.compile(**self._get_compile_kwargs())
+                model.compile(**self.compile_arguments())
             MODELS.put(signature, model, owner=self, budget_mb=budget)
         return model
 
-    def _initialize_callbacks(self) -> None:
-        """Add NaN termination and the epoch reporter to the user's Keras callbacks."""
-        super()._initialize_callbacks()
-        self._fit_callbacks = [*self._fit_callbacks, keras.callbacks.TerminateOnNaN()]
-        if getattr(self, "_epoch_tasks", None) is not None:
-            self._fit_callbacks.append(self._epoch_tasks)
+    def extra_fit_callbacks(self) -> list[keras.callbacks.Callback]:
+        """NaN termination and the epoch reporter, after the user's Keras callbacks."""
+        reporter = getattr(self, "epoch_tasks_", None)
+        return [keras.callbacks.TerminateOnNaN(), *([reporter] if reporter is not None else [])]
 
     @with_callbacks
     def fit(self, X: np.ndarray, y: np.ndarray, sample_weight=None, **kwargs) -> MnistCNNClassifier:
@@ -210,7 +206,7 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         if stored is not None:
             context.call_on_fit_task_end(estimator=self, X=X, y=y)
             return self
-        self._epoch_tasks = EpochTasks(self, context)
+        self.epoch_tasks_ = EpochTasks(self, context)
         finished = False
         started = time.perf_counter()
         try:
@@ -223,9 +219,8 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         finally:
             self.fit_time_s_ = time.perf_counter() - started
             # The reporter holds the callback context tree: keep it out of pickled models.
-            callbacks = getattr(self, "_fit_callbacks", [])
-            self._fit_callbacks = [cb for cb in callbacks if cb is not self._epoch_tasks]
-            self._epoch_tasks = None
+            self.drop_fit_callback(self.epoch_tasks_)
+            self.epoch_tasks_ = None
             if store is not None and finished:
                 meta = {"fit_time_s": self.fit_time_s_, "classes": self.classes_.tolist(), "samples": len(X)}
                 if not store.save(self.fit_key_, self.model_.get_weights(), self.history_, meta):
@@ -237,7 +232,7 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         """Build (or take from the cache) and compile the model a fit on ``(X, y)`` starts from, untrained."""
         self.initialize(X, y)
         if not self.model_.compiled:
-            self.model_.compile(**self._get_compile_kwargs())
+            self.model_.compile(**self.compile_arguments())
         return self
 
     def batch_order(self, rows: int, digest: str) -> BatchOrder:
@@ -277,16 +272,16 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifier):
         (trainer.unfusable_reason); Keras' ``fit`` then trains it.
         """
         if not self.model_.compiled:
-            self.model_.compile(**self._get_compile_kwargs())
+            self.model_.compile(**self.compile_arguments())
         if unfusable_reason(self.model_) is not None:
             return False
         trainer = build_trainer([self.model_], [self.loss not in ONE_HOT_LOSSES])
         (result,) = trainer.fit(X, [self.target_encoder_.transform(y)], order, self.epochs)
         self.model_.set_weights(result.weights)
         self.history_ = {name: list(values) for name, values in result.history.items()}
-        if getattr(self, "_epoch_tasks", None) is not None:
+        if getattr(self, "epoch_tasks_", None) is not None:
             for epoch in range(len(self.history_.get("loss", []))):
-                self._epoch_tasks.on_epoch_end(epoch, {name: values[epoch] for name, values in self.history_.items()})
+                self.epoch_tasks_.on_epoch_end(epoch, {name: values[epoch] for name, values in self.history_.items()})
         return True
 
     def restore(self, X: np.ndarray, y: np.ndarray, weights: list[np.ndarray], history: dict[str, list[float]]) -> bool:
