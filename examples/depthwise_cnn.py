@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 
-from mnist_hpo.model import activation_layer
+from mnist_hpo.model.cnn import activation_layer
 
 
 def build_depthwise_cnn(

@@ -12,13 +12,13 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
-from mnist_hpo.composition import check_command_line
-from mnist_hpo.config import SWEEP_RUN_ENV, ConfigError, moved_key, register_configs, typed
+from mnist_hpo.checks.composition import check_command_line
+from mnist_hpo.configuration.schema import SWEEP_RUN_ENV, ConfigError, moved_key, register_configs, typed
+from mnist_hpo.environment.quiet import job_log, route_chatter
+from mnist_hpo.environment.runtime import configure_backend
 from mnist_hpo.execution.ray_backend import PlacementError
-from mnist_hpo.execution.runtime import configure_backend
-from mnist_hpo.quiet import job_log, route_chatter
-from mnist_hpo.redaction import redact
 from mnist_hpo.session import JobContext, Session, open_session
+from mnist_hpo.tracking.redaction import redact
 from mnist_hpo.tracking.store_loss import TrackingStoreLost, guarded
 
 register_configs()

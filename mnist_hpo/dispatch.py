@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from rich.console import Console
 
-from mnist_hpo.config import Config
-from mnist_hpo.report import output_console
+from mnist_hpo.configuration.schema import Config
+from mnist_hpo.report.tables import output_console
 from mnist_hpo.runner import run_search
 from mnist_hpo.session import JobContext, Session, open_session
 from mnist_hpo.study import run_study

@@ -14,22 +14,22 @@ import pandas as pd
 from rich.console import Console
 from sklearn.callback import ProgressBar
 
-from mnist_hpo import plots
-from mnist_hpo.config import Config, config_yaml
-from mnist_hpo.data import MnistData
-from mnist_hpo.estimator import MnistCNNClassifier, build_estimator, parameter_counts, training_times
-from mnist_hpo.evaluation import SearchResult, summarize
+from mnist_hpo.configuration.schema import Config, config_yaml
+from mnist_hpo.data.loading import MnistData
+from mnist_hpo.environment.provenance import Provenance, git_commit
+from mnist_hpo.execution.estimator import MnistCNNClassifier, build_estimator, parameter_counts, training_times
 from mnist_hpo.execution.executors import temporary_fit_store, train_ahead
 from mnist_hpo.execution.fused import FusedReport
 from mnist_hpo.execution.workers import fit_workers
-from mnist_hpo.identity import resume_key
-from mnist_hpo.optuna_search import StudyStorage
-from mnist_hpo.provenance import Provenance, git_commit
-from mnist_hpo.report import places_view, result_view
-from mnist_hpo.search import build_cv, build_search
-from mnist_hpo.selection import COMPARISON_COLUMNS, FoldSizes, RefitRule, rule_name
+from mnist_hpo.report import plots
+from mnist_hpo.report.tables import places_view, result_view
+from mnist_hpo.search.bayesian import StudyStorage
+from mnist_hpo.search.evaluation import SearchResult, summarize
+from mnist_hpo.search.selection import COMPARISON_COLUMNS, FoldSizes, RefitRule, rule_name
+from mnist_hpo.search.space import build_space
+from mnist_hpo.search.strategies import build_cv, build_search
 from mnist_hpo.session import JobContext, Session
-from mnist_hpo.space import build_space
+from mnist_hpo.tracking.identity import resume_key
 from mnist_hpo.tracking.limits import config_params
 from mnist_hpo.tracking.links import run_links
 from mnist_hpo.tracking.search_run import SearchRunSpec, open_search_run

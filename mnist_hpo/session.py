@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from mnist_hpo.config import Config, ExecutionConfig, TrackingConfig
-from mnist_hpo.data import MnistData, load_data
+from mnist_hpo.checks.preflight import preflight
+from mnist_hpo.checks.validation import validate_config
+from mnist_hpo.configuration.schema import Config, ExecutionConfig, TrackingConfig
+from mnist_hpo.data.loading import MnistData, load_data
+from mnist_hpo.environment.provenance import package_versions
+from mnist_hpo.environment.quiet import import_backend
+from mnist_hpo.environment.runtime import describe_device, seed_everything
 from mnist_hpo.execution.fit_store import FITS_SUBDIR, FitStore
-from mnist_hpo.execution.runtime import describe_device, seed_everything
-from mnist_hpo.preflight import preflight
-from mnist_hpo.provenance import package_versions
-from mnist_hpo.quiet import import_backend
 from mnist_hpo.tracking.links import check_ui_url
-from mnist_hpo.validation import validate_config
 
 if TYPE_CHECKING:
     from mnist_hpo.tracking.store import Store

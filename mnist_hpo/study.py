@@ -17,11 +17,11 @@ import pandas as pd
 from rich.console import Console
 from rich.table import Table
 
-from mnist_hpo import plots
-from mnist_hpo.config import Config
-from mnist_hpo.data import stratified_subset
-from mnist_hpo.evaluation import SearchResult
+from mnist_hpo.configuration.schema import Config
+from mnist_hpo.data.loading import stratified_subset
+from mnist_hpo.report import plots
 from mnist_hpo.runner import run_search
+from mnist_hpo.search.evaluation import SearchResult
 from mnist_hpo.session import JobContext, Session
 from mnist_hpo.tracking.group_run import GroupRun
 from mnist_hpo.tracking.links import run_links

@@ -7,7 +7,7 @@ import os
 import sys
 from pathlib import Path
 
-from mnist_hpo.config import TrackingConfig
+from mnist_hpo.configuration.schema import TrackingConfig
 from mnist_hpo.tracking.links import experiment_id_of, experiment_link, experiments_link
 
 LOCAL_HOST = "127.0.0.1"

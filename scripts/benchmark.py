@@ -57,7 +57,7 @@ def compose(overrides: list[str]) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from mnist_hpo.config import register_configs, typed
+    from mnist_hpo.configuration.schema import register_configs, typed
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -104,7 +104,7 @@ def run_baseline(cfg: Any, data: Any, folds: list) -> Scores:
     from scikeras.wrappers import KerasClassifier
     from sklearn.model_selection import GridSearchCV
 
-    from mnist_hpo.model import build_cnn
+    from mnist_hpo.model.cnn import build_cnn
 
     def create_model(activation: str = "relu", loss: str = "categorical_crossentropy") -> keras.Model:
         model = build_cnn(
@@ -148,7 +148,7 @@ def run_floor(cfg: Any, data: Any, folds: list) -> Scores:
     import numpy as np
     from sklearn.model_selection import ParameterGrid
 
-    from mnist_hpo.model import build_cnn
+    from mnist_hpo.model.cnn import build_cnn
 
     targets = keras.utils.to_categorical(data.y_train, 10)
     scores: Scores = {}
@@ -183,7 +183,7 @@ def run_floor(cfg: Any, data: Any, folds: list) -> Scores:
 def machine() -> dict[str, Any]:
     import keras
 
-    from mnist_hpo.provenance import package_versions
+    from mnist_hpo.environment.provenance import package_versions
 
     versions = package_versions()
     return {
@@ -208,8 +208,8 @@ def main() -> int:
         *args.set,
     ]
     cfg = compose(overrides)
-    from mnist_hpo.execution.runtime import configure_backend
-    from mnist_hpo.quiet import import_backend, route_chatter
+    from mnist_hpo.environment.quiet import import_backend, route_chatter
+    from mnist_hpo.environment.runtime import configure_backend
 
     # The libraries' start-up lines, in this process and its workers, go to a log beside the report.
     route_chatter(Path(args.out).resolve().with_suffix(".log"), verbose=False)
@@ -220,7 +220,7 @@ def main() -> int:
     from rich.table import Table
     from sklearn.model_selection import ParameterGrid, StratifiedKFold
 
-    from mnist_hpo.data import load_data
+    from mnist_hpo.data.loading import load_data
 
     data = load_data(cfg.data, cfg.seed)
     folds = list(StratifiedKFold(cfg.search.cv, shuffle=True, random_state=cfg.seed).split(data.x_train, data.y_train))

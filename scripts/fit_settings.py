@@ -20,7 +20,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 import keras
 import numpy as np
 
-from mnist_hpo.model import build_cnn
+from mnist_hpo.model.cnn import build_cnn
 
 
 def compile_kwargs(setting: str) -> dict:

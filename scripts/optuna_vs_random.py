@@ -47,7 +47,7 @@ def compose(overrides: list[str]) -> Any:
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
-    from mnist_hpo.config import register_configs, typed
+    from mnist_hpo.configuration.schema import register_configs, typed
 
     register_configs()
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
@@ -65,10 +65,10 @@ def run_strategy(cfg: Any, strategy: str, sampler_seed: int, data: Any, store: P
     """One search of ``strategy``; its trials' mean CV scores in drawing order, and its wall time."""
     from dataclasses import replace
 
-    from mnist_hpo.estimator import build_estimator
+    from mnist_hpo.execution.estimator import build_estimator
     from mnist_hpo.execution.executors import train_ahead
-    from mnist_hpo.search import build_search
-    from mnist_hpo.space import build_space
+    from mnist_hpo.search.space import build_space
+    from mnist_hpo.search.strategies import build_search
 
     search_cfg = replace(cfg.search, strategy=strategy)
     estimator = build_estimator(cfg.model, cfg.execution, cfg.seed, fit_store=store, search_token=uuid.uuid4().hex)
@@ -99,8 +99,8 @@ def main() -> int:
         *args.set,
     ]
     cfg = compose(overrides)
-    from mnist_hpo.execution.runtime import configure_backend
-    from mnist_hpo.quiet import import_backend, route_chatter
+    from mnist_hpo.environment.quiet import import_backend, route_chatter
+    from mnist_hpo.environment.runtime import configure_backend
 
     route_chatter(Path(args.out).resolve().with_suffix(".log"), verbose=False)
     configure_backend(cfg.backend, cfg.device)
@@ -108,8 +108,8 @@ def main() -> int:
     from rich.console import Console
     from rich.table import Table
 
-    from mnist_hpo.data import load_data
-    from mnist_hpo.execution.runtime import seed_everything
+    from mnist_hpo.data.loading import load_data
+    from mnist_hpo.environment.runtime import seed_everything
 
     console = Console()
     data = load_data(cfg.data, cfg.seed)

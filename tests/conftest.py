@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 
-from mnist_hpo.config import Config, register_configs, typed
+from mnist_hpo.configuration.schema import Config, register_configs, typed
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF = ROOT / "conf"
@@ -73,7 +73,7 @@ setattr(owner, method_name, call_then_die)
 sys.argv = ["mnist_hpo", *sys.argv[1:]]
 cli_module.cli()
 """
-FIT = "mnist_hpo.estimator:MnistCNNClassifier.fit"
+FIT = "mnist_hpo.execution.estimator:MnistCNNClassifier.fit"
 
 
 def run_code(code: str, *args: str, cwd: Path, env: dict[str, str]) -> subprocess.CompletedProcess:

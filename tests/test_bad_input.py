@@ -20,7 +20,7 @@ import pytest
 from conftest import run_cli
 
 from mnist_hpo.__main__ import cli
-from mnist_hpo.data import IDX_FILES
+from mnist_hpo.data.loading import IDX_FILES
 
 
 def tiny_arrays() -> dict[str, np.ndarray]:

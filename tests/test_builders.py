@@ -20,12 +20,12 @@ from mlflow_tree import runs_by_level
 from rich.console import Console
 from test_data import write_idx
 
-from mnist_hpo.config import ConfigError, DataConfig, ExecutionConfig, ModelConfig
-from mnist_hpo.data import load_data, read_idx
+from mnist_hpo.configuration.schema import ConfigError, DataConfig, ExecutionConfig, ModelConfig
+from mnist_hpo.data.loading import load_data, read_idx
 from mnist_hpo.dispatch import run
-from mnist_hpo.estimator import MnistCNNClassifier, build_estimator
-from mnist_hpo.model import build_cnn
-from mnist_hpo.params import CNN_ARGUMENTS
+from mnist_hpo.execution.estimator import MnistCNNClassifier, build_estimator
+from mnist_hpo.model.cnn import build_cnn
+from mnist_hpo.model.params import CNN_ARGUMENTS
 from mnist_hpo.runner import run_search
 from mnist_hpo.session import JobContext, open_session
 
@@ -167,8 +167,8 @@ BAD_BUILDERS = {
         "path of a function returning an uncompiled keras.Model",
     ),
     "not a function": (
-        ["model.builder=mnist_hpo.choices.LOSSES"],
-        "model.builder: cannot load 'mnist_hpo.choices.LOSSES' (Expected a callable target",
+        ["model.builder=mnist_hpo.configuration.choices.LOSSES"],
+        "model.builder: cannot load 'mnist_hpo.configuration.choices.LOSSES' (Expected a callable target",
     ),
     "typed key the builder does not take": (
         [*EXAMPLE, "model.conv_filters=[8]"],

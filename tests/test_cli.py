@@ -15,7 +15,7 @@ from conftest import SMOKE_CANDIDATES, SMOKE_EPOCHS, SMOKE_FOLDS, chatter_lines,
 from mlflow import MlflowClient
 from mlflow_tree import assert_complete_tree, parent_of, runs_by_level
 
-from mnist_hpo.data import read_embedded
+from mnist_hpo.data.loading import read_embedded
 
 
 def test_smoke_search_prints_ranked_table_and_writes_cv_results(smoke_run):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from conftest import compose_config
 
-from mnist_hpo.validation import validate_config
+from mnist_hpo.checks.validation import validate_config
 
 PRESETS = ["smoke", "leohoji", "challenge", "challenge_staged"]
 

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from conftest import run_cli
 
-from mnist_hpo.config import ConfigError, DataConfig
-from mnist_hpo.data import IDX_FILES, load_data, read_embedded
+from mnist_hpo.configuration.schema import ConfigError, DataConfig
+from mnist_hpo.data.loading import IDX_FILES, load_data, read_embedded
 
 
 def write_idx(path: Path, array: np.ndarray, compress: bool) -> None:
@@ -85,7 +85,7 @@ def test_float_pixels_in_0_255_are_scaled_and_the_log_says_so(tmp_path, caplog):
         "y_test": np.tile(np.arange(10), 2),
     }
     np.savez(tmp_path / "floats.npz", **arrays)
-    with caplog.at_level(logging.WARNING, logger="mnist_hpo.data"):
+    with caplog.at_level(logging.WARNING, logger="mnist_hpo.data.loading"):
         data = load_data(DataConfig(source="path", path=str(tmp_path / "floats.npz")), seed=0)
     assert data.x_train.min() >= 0.0 and data.x_train.max() <= 1.0
     np.testing.assert_allclose(data.x_train[..., 0], arrays["x_train"][: len(data.x_train)] / 255, rtol=1e-6)

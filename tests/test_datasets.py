@@ -14,9 +14,9 @@ from mlflow import MlflowClient
 from mlflow.entities import DatasetInput
 from mlflow_tree import runs_by_level
 
-from mnist_hpo.data import MnistData, load_data
+from mnist_hpo.data.loading import MnistData, load_data
 from mnist_hpo.execution.fit_keys import digest_arrays
-from mnist_hpo.search import build_cv
+from mnist_hpo.search.strategies import build_cv
 from mnist_hpo.tracking.datasets import DataOrigin, fold_input, log_inputs
 
 

@@ -7,11 +7,11 @@ import pytest
 from sklearn.base import clone, is_classifier
 from sklearn.model_selection import StratifiedKFold, check_cv
 
-from mnist_hpo.choices import ACTIVATIONS, INITIALIZERS
-from mnist_hpo.config import DataConfig, ExecutionConfig, ModelConfig
-from mnist_hpo.data import load_data
-from mnist_hpo.estimator import MnistCNNClassifier, TrainingDivergedError, build_estimator, parameter_counts
-from mnist_hpo.model import build_cnn
+from mnist_hpo.configuration.choices import ACTIVATIONS, INITIALIZERS
+from mnist_hpo.configuration.schema import DataConfig, ExecutionConfig, ModelConfig
+from mnist_hpo.data.loading import load_data
+from mnist_hpo.execution.estimator import MnistCNNClassifier, TrainingDivergedError, build_estimator, parameter_counts
+from mnist_hpo.model.cnn import build_cnn
 
 UNCACHED = ExecutionConfig(model_cache_mb=0)
 

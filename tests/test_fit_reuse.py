@@ -13,10 +13,10 @@ from conftest import compose_config, run_cli, run_cli_killed_after, store_uri
 from mlflow_tree import parent_of, runs_by_level
 from sklearn.base import clone
 
-from mnist_hpo.config import DataConfig, ExecutionConfig, ModelConfig
-from mnist_hpo.data import load_data
+from mnist_hpo.configuration.schema import DataConfig, ExecutionConfig, ModelConfig
+from mnist_hpo.data.loading import load_data
 from mnist_hpo.dispatch import run
-from mnist_hpo.estimator import build_estimator
+from mnist_hpo.execution.estimator import build_estimator
 from mnist_hpo.execution.fit_store import FitStore
 from mnist_hpo.session import JobContext
 

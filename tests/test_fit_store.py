@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mnist_hpo.config import ConfigError
+from mnist_hpo.configuration.schema import ConfigError
 from mnist_hpo.execution.fit_keys import fit_key, numerics_versions
 from mnist_hpo.execution.fit_store import FitStore, StoredFit
 
@@ -63,7 +63,7 @@ def run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 @pytest.fixture(scope="module")
 def keras_weights() -> list[np.ndarray]:
     """Real weights of the smallest project CNN (Keras is imported here only, so spawned children stay light)."""
-    from mnist_hpo.model import build_cnn
+    from mnist_hpo.model.cnn import build_cnn
 
     return build_cnn(conv_filters=[1], dense_units=0).get_weights()
 

@@ -13,10 +13,10 @@ from mlflow_tree import runs_by_level
 from scipy.stats import spearmanr
 from sklearn.base import clone
 
-from mnist_hpo.config import DataConfig, ExecutionConfig, ModelConfig
-from mnist_hpo.data import load_data
-from mnist_hpo.estimator import build_estimator
+from mnist_hpo.configuration.schema import DataConfig, ExecutionConfig, ModelConfig
+from mnist_hpo.data.loading import load_data
 from mnist_hpo.execution.compiled import build_trainer
+from mnist_hpo.execution.estimator import build_estimator
 from mnist_hpo.execution.fit_keys import digest_arrays
 from mnist_hpo.execution.fused_model import SideBySide, WideCNN
 

@@ -16,8 +16,8 @@ from sklearn.linear_model import SGDClassifier
 from sklearn.model_selection import HalvingGridSearchCV, HalvingRandomSearchCV, StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
 
-from mnist_hpo.config import SearchConfig
-from mnist_hpo.preflight import halving_schedule
+from mnist_hpo.checks.preflight import halving_schedule
+from mnist_hpo.configuration.schema import SearchConfig
 
 ROWS, CLASSES = 600, 10
 X = np.random.default_rng(0).normal(size=(ROWS, 4))

@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, compose_config
 
-from mnist_hpo.config import EXECUTION_KEYS, moved_key
-from mnist_hpo.identity import resume_key
+from mnist_hpo.configuration.schema import EXECUTION_KEYS, moved_key
+from mnist_hpo.tracking.identity import resume_key
 
 PACKAGE = ROOT / "mnist_hpo"
 
@@ -60,6 +60,41 @@ def test_no_import_cycle_among_the_package_modules():
         visit(module, [])
 
 
+# The package's folders, each importing only from itself and the folders before it. The modules at
+# the package's root (the entry points, the session, the runner, the study) sit above them all.
+FOLDERS = (
+    "configuration",
+    "environment",
+    "data",
+    "model",
+    "search",
+    "execution",
+    "checks",
+    "tracking",
+    "report",
+)
+
+
+def floor(module: str) -> int:
+    """Where ``module`` sits: its folder's place in :data:`FOLDERS`, or above them all at the root."""
+    parts = module.split(".")
+    return FOLDERS.index(parts[1]) if len(parts) > 1 and parts[1] in FOLDERS else len(FOLDERS)
+
+
+def test_the_folders_are_the_architecture_and_import_only_downwards():
+    folders = sorted(path.name for path in PACKAGE.iterdir() if (path / "__init__.py").exists())
+    assert sorted(FOLDERS) == folders
+    for folder in FOLDERS:  # each says its job in its docstring
+        assert ast.get_docstring(ast.parse((PACKAGE / folder / "__init__.py").read_text())), folder
+    upward = {
+        (module_name(path), target)
+        for path in PACKAGE.rglob("*.py")
+        for target in imported_modules(path)
+        if target != "mnist_hpo" and floor(target) > floor(module_name(path))
+    }
+    assert upward == set()
+
+
 def test_the_session_module_imports_no_keras_tensorflow_or_mlflow():
     code = "import sys, mnist_hpo.session; print(sorted({'keras', 'tensorflow', 'mlflow'} & set(sys.modules)))"
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
@@ -78,8 +113,8 @@ def files_mentioning(*words: str) -> set[str]:
 def test_omegaconf_stays_at_the_edge():
     assert files_mentioning("DictConfig", "OmegaConf") <= {
         "__main__.py",
-        "composition.py",
-        "config.py",
+        "checks/composition.py",
+        "configuration/schema.py",
         "tracking/sweep.py",
     }
 

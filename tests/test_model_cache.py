@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from mnist_hpo.execution.model_cache import ModelCache
-from mnist_hpo.model import build_cnn
+from mnist_hpo.model.cnn import build_cnn
 
 MB = 2**20
 

@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from mnist_hpo.evaluation import SearchResult
-from mnist_hpo.selection import FoldSizes, compare_with_best
+from mnist_hpo.search.evaluation import SearchResult
+from mnist_hpo.search.selection import FoldSizes, compare_with_best
 from mnist_hpo.study import fine_grid, influence
 
 NAN = float("nan")

@@ -17,7 +17,7 @@ from mlflow import MlflowClient
 from mlflow_tree import runs_by_level
 
 from mnist_hpo.dispatch import run
-from mnist_hpo.estimator import TrainingDivergedError
+from mnist_hpo.execution.estimator import TrainingDivergedError
 from mnist_hpo.session import JobContext
 
 DIVERGING_GRID = ["model.optimizer=sgd", "grid=empty", "+grid.optimizer__learning_rate=[0.01,1e9]"]

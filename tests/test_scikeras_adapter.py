@@ -9,9 +9,9 @@ import keras
 import numpy as np
 from scikeras.wrappers import KerasClassifier
 
-from mnist_hpo import scikeras_adapter
-from mnist_hpo.config import ExecutionConfig, ModelConfig
-from mnist_hpo.estimator import build_estimator
+from mnist_hpo.configuration.schema import ExecutionConfig, ModelConfig
+from mnist_hpo.execution import scikeras_adapter
+from mnist_hpo.execution.estimator import build_estimator
 
 PACKAGE = Path(scikeras_adapter.__file__).parent
 PRIVATE = [*scikeras_adapter.PRIVATE_METHODS, *scikeras_adapter.PRIVATE_ATTRIBUTES]

@@ -12,8 +12,8 @@ from mlflow import MlflowClient
 from mlflow_tree import runs_by_level
 from test_ui import free_port, wait_for
 
-from mnist_hpo.config import TrackingConfig
-from mnist_hpo.redaction import redact
+from mnist_hpo.configuration.schema import TrackingConfig
+from mnist_hpo.tracking.redaction import redact
 from mnist_hpo.tracking.store import open_store
 
 SECRET = "s3cr3t-pa55"

@@ -11,9 +11,9 @@ from conftest import compose_config, store_uri
 from mlflow_tree import runs_by_level
 
 from mnist_hpo.dispatch import run
-from mnist_hpo.selection import FoldSizes, RefitRule, compare_with_best
+from mnist_hpo.search.selection import FoldSizes, RefitRule, compare_with_best
+from mnist_hpo.search.stats import standard_error
 from mnist_hpo.session import JobContext
-from mnist_hpo.stats import standard_error
 
 SIZES = FoldSizes(n_train=400, n_test=200)
 

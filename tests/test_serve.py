@@ -21,8 +21,8 @@ import pytest
 from conftest import compose_config, store_uri
 from mlflow_tree import runs_by_level
 
-from mnist_hpo.data import load_data
-from mnist_hpo.provenance import Provenance, package_versions
+from mnist_hpo.data.loading import load_data
+from mnist_hpo.environment.provenance import Provenance, package_versions
 from mnist_hpo.tracking.model_log import PICKLE_NOTICE, pickle_notice_hidden
 from mnist_hpo.tracking.search_run import SearchRun, SearchRunSpec
 from mnist_hpo.tracking.store import Store

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mnist_hpo.config import ConfigError
-from mnist_hpo.space import build_space
+from mnist_hpo.configuration.schema import ConfigError
+from mnist_hpo.search.space import build_space
 
 DRAWS = 2000
 

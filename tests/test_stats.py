@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import integrate, stats
 
-from mnist_hpo.stats import (
+from mnist_hpo.search.stats import (
     bayesian_correlated_ttest,
     compare_all,
     corrected_paired_ttest,

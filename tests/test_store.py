@@ -9,7 +9,7 @@ from pathlib import Path
 
 from mlflow import MlflowClient
 
-from mnist_hpo.config import TrackingConfig
+from mnist_hpo.configuration.schema import TrackingConfig
 from mnist_hpo.tracking.store import experiment_id, open_store
 
 OPENERS = 4

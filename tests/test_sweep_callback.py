@@ -11,7 +11,7 @@ from hydra.core.utils import JobReturn, JobStatus
 from mlflow import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_hpo.config import SWEEP_RUN_ENV, TrackingConfig
+from mnist_hpo.configuration.schema import SWEEP_RUN_ENV, TrackingConfig
 from mnist_hpo.tracking.sweep import SweepRun
 
 BEST_SEARCH = "mnist_hpo.best_search_run_id"

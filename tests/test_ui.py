@@ -19,7 +19,7 @@ from conftest import ROOT, SMOKE_EPOCHS, compose_config, run_cli, store_uri
 from mlflow import MlflowClient
 from mlflow_tree import runs_by_level
 
-from mnist_hpo.config import ConfigError, TrackingConfig
+from mnist_hpo.configuration.schema import ConfigError, TrackingConfig
 from mnist_hpo.tracking.links import LOCAL_UI, check_ui_url, ui_base
 from mnist_hpo.tracking.runs import MODEL_URI
 from mnist_hpo.tracking.store import experiment_id, open_store

@@ -68,9 +68,9 @@ def test_ray_actors_get_every_variable_the_backend_set_up_gives_local_workers(mo
 
     import keras
 
-    from mnist_hpo.config import ExecutionConfig
+    from mnist_hpo.configuration.schema import ExecutionConfig
+    from mnist_hpo.environment.runtime import configure_backend
     from mnist_hpo.execution.ray_backend import FORWARDED_ENV
-    from mnist_hpo.execution.runtime import configure_backend
     from mnist_hpo.execution.workers import fit_workers
 
     watched = {*FORWARDED_ENV, "JAX_PLATFORMS", "CUDA_VISIBLE_DEVICES", "XLA_PYTHON_CLIENT_MEM_FRACTION"}

@@ -16,12 +16,12 @@ from typing import Any
 
 import numpy as np
 
-from mnist_hpo.config import ExecutionConfig
+from mnist_hpo.configuration.schema import ExecutionConfig
 from mnist_hpo.execution.fit_store import FitStore
 from mnist_hpo.execution.fused import FusedExecutor, FusedReport
 from mnist_hpo.execution.plan import FitPlan, Split
-from mnist_hpo.optuna_search import OptunaSearchCV
-from mnist_hpo.search import SearchCV, is_halving
+from mnist_hpo.search.bayesian import OptunaSearchCV
+from mnist_hpo.search.strategies import SearchCV, is_halving
 
 
 def fusion_skipped(search: SearchCV, execution: ExecutionConfig) -> str | None:

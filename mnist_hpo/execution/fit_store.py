@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from mnist_hpo.config import ConfigError
+from mnist_hpo.configuration.schema import ConfigError
 
 # Logging, not ``warnings``: one line with no echoed source line, never deduplicated, into Hydra's job
 # log in the main process, and on stderr in loky workers through logging's last-resort handler.

@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from sklearn.base import clone
 
-from mnist_hpo.choices import ONE_HOT_LOSSES
+from mnist_hpo.configuration.choices import ONE_HOT_LOSSES
 from mnist_hpo.execution.compiled import build_trainer
 from mnist_hpo.execution.fit_keys import describe
 from mnist_hpo.execution.fit_store import FitStore

@@ -11,7 +11,7 @@ import numpy as np
 from sklearn.base import clone
 
 from mnist_hpo.execution.fit_keys import digest_arrays, key_from_digest, numerics_versions
-from mnist_hpo.search import SearchCV, candidate_params
+from mnist_hpo.search.strategies import SearchCV, candidate_params
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class FitPlan:
     ) -> FitPlan:
         """The plan of ``search`` on ``(X, y)``; its estimator must be this project's classifier.
 
-        ``candidates`` default to those the search will try (:func:`~mnist_hpo.search.candidate_params`);
+        ``candidates`` default to those the search will try (:func:`~mnist_hpo.search.strategies.candidate_params`);
         a search that asks for them in batches plans each batch, with the ``splits`` of its first plan.
         The fit keys are those the estimator computes when it fits (the same digest of the same rows),
         so a fit an executor stores is the one the search then restores.

@@ -14,8 +14,8 @@ from typing import Any
 
 import joblib
 
-from mnist_hpo.config import ConfigError, RayConfig
-from mnist_hpo.execution.runtime import BACKEND_ENV
+from mnist_hpo.configuration.schema import ConfigError, RayConfig
+from mnist_hpo.environment.runtime import BACKEND_ENV
 
 # What Ray's workers must inherit to build the same Keras on the same device as this process (the
 # backend's settings, as local workers inherit them) and to reach the tracking store as it does.

@@ -11,9 +11,9 @@ import numpy as np
 import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
+from mnist_hpo.environment.runtime import deterministic_asked
 from mnist_hpo.execution.batches import BatchOrder
 from mnist_hpo.execution.fused_model import FusedModel
-from mnist_hpo.execution.runtime import deterministic_asked
 from mnist_hpo.execution.trainer import MemberFit, Trainer
 
 

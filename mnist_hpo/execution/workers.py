@@ -18,8 +18,8 @@ from contextlib import contextmanager
 import joblib
 import psutil
 
-from mnist_hpo.config import ExecutionConfig
-from mnist_hpo.quiet import import_backend, quiet_loggers
+from mnist_hpo.configuration.schema import ExecutionConfig
+from mnist_hpo.environment.quiet import import_backend, quiet_loggers
 
 # loky has no public setting for its per-worker memory ceiling, only this module global, read
 # after every task. It is the one private name the project writes; a rename fails loudly here.

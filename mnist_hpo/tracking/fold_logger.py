@@ -17,11 +17,11 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sklearn.callback import CallbackContext
 
-from mnist_hpo.optuna_search import BATCH_TASK
-from mnist_hpo.redaction import redact
-from mnist_hpo.search import candidate_params
+from mnist_hpo.search.bayesian import BATCH_TASK
+from mnist_hpo.search.strategies import candidate_params
 from mnist_hpo.tracking.datasets import DataOrigin, fold_input, log_inputs, training_input
 from mnist_hpo.tracking.limits import param_value
+from mnist_hpo.tracking.redaction import redact
 from mnist_hpo.tracking.runs import (
     CANDIDATE,
     ERROR,

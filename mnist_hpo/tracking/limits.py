@@ -21,8 +21,8 @@ from mlflow.utils.validation import (
     MAX_TAG_VAL_LENGTH,
 )
 
-from mnist_hpo.config import Config, ConfigError
-from mnist_hpo.params import estimator_params
+from mnist_hpo.configuration.schema import Config, ConfigError
+from mnist_hpo.model.params import estimator_params
 
 CUT = " [... cut to fit MLflow; the whole value is in config.yaml]"
 MODEL_NAME_FORBIDDEN = ("/", ":")

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from mnist_hpo.config import ConfigError, TrackingConfig
-from mnist_hpo.redaction import redact
+from mnist_hpo.configuration.schema import ConfigError, TrackingConfig
+from mnist_hpo.tracking.redaction import redact
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

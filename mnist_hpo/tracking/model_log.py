@@ -14,7 +14,7 @@ import mlflow
 import numpy as np
 from mlflow.models import infer_signature
 
-from mnist_hpo.params import builder_code
+from mnist_hpo.model.params import builder_code
 
 # The logged model's pyfunc code (models-from-code: MLflow runs the file, so the wrapper is never
 # pickled). Referred to by path, not imported: the file names its model to MLflow as it runs.

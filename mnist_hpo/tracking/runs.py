@@ -8,8 +8,8 @@ import psutil
 from mlflow import MlflowClient
 from mlflow.entities import Run, RunStatus
 
-from mnist_hpo.provenance import Provenance
-from mnist_hpo.redaction import redact
+from mnist_hpo.environment.provenance import Provenance
+from mnist_hpo.tracking.redaction import redact
 
 # The run tree: every run says its level and, below a search, which search it belongs to.
 LEVEL = "mnist_hpo.level"

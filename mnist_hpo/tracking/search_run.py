@@ -14,16 +14,16 @@ from matplotlib.figure import Figure
 from mlflow.entities import Metric, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from mnist_hpo.config import ConfigError
-from mnist_hpo.data import MnistData
-from mnist_hpo.evaluation import SearchResult
-from mnist_hpo.provenance import Provenance
-from mnist_hpo.redaction import redact
-from mnist_hpo.selection import COMPARISON_COLUMNS
+from mnist_hpo.configuration.schema import ConfigError
+from mnist_hpo.data.loading import MnistData
+from mnist_hpo.environment.provenance import Provenance
+from mnist_hpo.search.evaluation import SearchResult
+from mnist_hpo.search.selection import COMPARISON_COLUMNS
 from mnist_hpo.tracking.datasets import DataOrigin, log_inputs, search_inputs
 from mnist_hpo.tracking.fold_logger import FoldLogger, candidate_key, params_batch
 from mnist_hpo.tracking.limits import tag_value
 from mnist_hpo.tracking.model_log import log_best_model
+from mnist_hpo.tracking.redaction import redact
 from mnist_hpo.tracking.runs import (
     BEST,
     BEST_CANDIDATE,

@@ -10,8 +10,8 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from mnist_hpo.config import ConfigError, TrackingConfig
-from mnist_hpo.redaction import redact
+from mnist_hpo.configuration.schema import ConfigError, TrackingConfig
+from mnist_hpo.tracking.redaction import redact
 
 # A remote store that does not answer must fail fast, before training, not after retries.
 os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")

@@ -11,8 +11,8 @@ from hydra.experimental.callback import Callback
 from mlflow.entities import RunStatus
 from omegaconf import DictConfig, OmegaConf
 
-from mnist_hpo.config import SWEEP_RUN_ENV, TrackingConfig
-from mnist_hpo.redaction import redact
+from mnist_hpo.configuration.schema import SWEEP_RUN_ENV, TrackingConfig
+from mnist_hpo.tracking.redaction import redact
 from mnist_hpo.tracking.runs import BEST_SEARCH, LEVEL, OVERRIDES, SWEEP_RUN, close_run
 from mnist_hpo.tracking.store import Store, experiment_id, open_store
 

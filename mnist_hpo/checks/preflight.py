@@ -20,10 +20,10 @@ from typing import Any
 import numpy as np
 from sklearn.model_selection import ParameterGrid
 
-from mnist_hpo.config import Config, ConfigError, ExecutionConfig, SearchConfig
-from mnist_hpo.data import stratified_subset
+from mnist_hpo.configuration.schema import Config, ConfigError, ExecutionConfig, SearchConfig
+from mnist_hpo.data.loading import stratified_subset
 from mnist_hpo.execution.fit_keys import describe
-from mnist_hpo.params import (
+from mnist_hpo.model.params import (
     BUILDER_PREFIX,
     CNN_ARGUMENTS,
     CONFIG_KEYS,
@@ -33,8 +33,8 @@ from mnist_hpo.params import (
     config_key,
     estimator_params,
 )
-from mnist_hpo.search import has_distributions
-from mnist_hpo.space import bounding_values, build_space
+from mnist_hpo.search.space import bounding_values, build_space
+from mnist_hpo.search.strategies import has_distributions
 
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
 ARCHITECTURE = ("model__conv_filters", "model__kernel_size", "model__padding", "model__pool_size")
@@ -198,7 +198,7 @@ def cnn_defaults(base: dict[str, Any]) -> dict[str, Any]:
     """``build_cnn``'s own defaults for architecture fields the config leaves unset (imports Keras, so only then)."""
     if all(name in base for name in ARCHITECTURE):
         return {}
-    from mnist_hpo.model import build_cnn
+    from mnist_hpo.model.cnn import build_cnn
 
     parameters = inspect.signature(build_cnn).parameters
     return {name: parameters[name.removeprefix(BUILDER_PREFIX)].default for name in ARCHITECTURE}
@@ -256,7 +256,9 @@ def check_architectures(cfg: Config, grids: list[tuple[str, dict[str, Any]]], x:
         x: The training images: their shape is what every fit's model meets.
         y: The training labels: their classes are what every fit's model must output.
     """
-    from mnist_hpo.estimator import build_estimator  # Keras loads here: only building tells what a builder does
+    from mnist_hpo.execution.estimator import (
+        build_estimator,  # Keras loads here: only building tells what a builder does
+    )
 
     estimator = build_estimator(cfg.model, ExecutionConfig(model_cache_mb=0), cfg.seed)
     classes = np.unique(y)

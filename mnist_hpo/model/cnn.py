@@ -7,7 +7,7 @@ from typing import Any
 
 import keras
 
-from mnist_hpo.choices import ACTIVATIONS, INITIALIZERS
+from mnist_hpo.configuration.choices import ACTIVATIONS, INITIALIZERS
 
 # What a direct call without ``meta`` builds for; a search always passes the data's own.
 MNIST_META = {"X_shape_": (None, 28, 28, 1), "n_classes_": 10}

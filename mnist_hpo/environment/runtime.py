@@ -7,9 +7,9 @@ import os
 import sys
 from importlib.util import find_spec
 
-from mnist_hpo.choices import BACKENDS, DEVICES
-from mnist_hpo.config import ConfigError
-from mnist_hpo.validation import one_of
+from mnist_hpo.configuration.choices import BACKENDS, DEVICES
+from mnist_hpo.configuration.schema import ConfigError
+from mnist_hpo.configuration.values import one_of
 
 # Whether the user asked for deterministic ops (``deterministic=true``); workers inherit it. TensorFlow's
 # own switch cannot say: scikeras turns op determinism on whenever it builds a model and leaves it on.

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Callable, Sequence
 from typing import Any
 
 from sklearn.metrics import get_scorer_names
 
-from mnist_hpo import choices
-from mnist_hpo.config import (
+from mnist_hpo.configuration import choices
+from mnist_hpo.configuration.schema import (
     Config,
     ConfigError,
     DataConfig,
@@ -18,35 +17,10 @@ from mnist_hpo.config import (
     SearchConfig,
     StudyConfig,
 )
-from mnist_hpo.params import BUILDER_PREFIX, CONFIG_KEYS, estimator_params
-from mnist_hpo.selection import REFIT_RULES
-from mnist_hpo.space import bounding_values, build_space, is_distribution
-
-Check = Callable[[str, Any], None]
-
-
-def one_of(valid: Sequence[str]) -> Check:
-    """A check that a value is one of ``valid``."""
-
-    def check(key: str, value: Any) -> None:
-        if value not in valid:
-            raise ConfigError(f"{key}: unknown value {value!r}; valid: {', '.join(valid)}")
-
-    return check
-
-
-def number(low: float, high: float | None = None, *, integer: bool = False, closed_low: bool = True) -> Check:
-    """A check that a value is a number (an int when ``integer``) within [low, high)."""
-
-    def check(key: str, value: Any) -> None:
-        kind = int if integer else (int, float)
-        low_ok = value >= low if closed_low else value > low
-        if isinstance(value, bool) or not isinstance(value, kind) or not low_ok or (high is not None and value >= high):
-            bound = f"{'>=' if closed_low else '>'} {low}" + (f" and < {high}" if high is not None else "")
-            noun = "an integer" if integer else "a number"
-            raise ConfigError(f"{key}: {value!r} must be {noun} {bound}")
-
-    return check
+from mnist_hpo.configuration.values import Check, number, one_of
+from mnist_hpo.model.params import BUILDER_PREFIX, CONFIG_KEYS, estimator_params
+from mnist_hpo.search.selection import REFIT_RULES
+from mnist_hpo.search.space import bounding_values, build_space, is_distribution
 
 
 def filters(key: str, value: Any) -> None:

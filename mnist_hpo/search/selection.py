@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mnist_hpo import stats
+from mnist_hpo.search import stats
 
 REFIT_RULES = ("best", "one_se", "tied_fastest")
 COMPARISON_COLUMNS = (

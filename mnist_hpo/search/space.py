@@ -7,7 +7,7 @@ from typing import Any
 
 from scipy import stats
 
-from mnist_hpo.config import ConfigError
+from mnist_hpo.configuration.schema import ConfigError
 
 DISTRIBUTIONS = {
     "uniform": lambda low, high: stats.uniform(low, high - low),

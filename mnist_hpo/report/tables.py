@@ -13,7 +13,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from mnist_hpo.evaluation import SearchResult
+from mnist_hpo.search.evaluation import SearchResult
 
 if TYPE_CHECKING:
     from mnist_hpo.tracking.links import RunLinks

@@ -16,8 +16,8 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.errors import ConfigCompositionException, MissingConfigException, OverrideParseException
 from omegaconf.errors import OmegaConfBaseException
 
-from mnist_hpo.config import Config, ConfigError, typed
-from mnist_hpo.validation import validate_config
+from mnist_hpo.checks.validation import validate_config
+from mnist_hpo.configuration.schema import Config, ConfigError, typed
 
 # Flags after which Hydra does something other than compose this app's config (help, another
 # config folder, printing the config): Hydra handles those command lines itself.

@@ -13,7 +13,7 @@ from typing import Any
 
 from hydra.utils import instantiate
 
-from mnist_hpo.config import ConfigError, ModelConfig
+from mnist_hpo.configuration.schema import ConfigError, ModelConfig
 
 # ``model.<field>`` in config is estimator parameter ``<routed name>`` in grids, in the
 # estimator and in MLflow, so a value keeps one name end to end.

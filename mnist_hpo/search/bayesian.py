@@ -26,8 +26,8 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution, Floa
 from optuna.trial import FrozenTrial, TrialState
 from sklearn.model_selection._search import BaseSearchCV  # scikit-learn's documented base for new strategies
 
-from mnist_hpo.config import ConfigError
-from mnist_hpo.space import distribution, is_distribution
+from mnist_hpo.configuration.schema import ConfigError
+from mnist_hpo.search.space import distribution, is_distribution
 
 BATCH_TASK = "optuna-batch"  # the callback task of one batch of trials (a child of the search task)
 # Optuna's own progress lines ("Trial 3 finished with value ...") would repeat what the search prints.

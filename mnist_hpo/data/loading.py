@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 from sklearn.model_selection import train_test_split
 
-from mnist_hpo.config import ConfigError, DataConfig
-from mnist_hpo.quiet import chatter_to_log
+from mnist_hpo.configuration.schema import ConfigError, DataConfig
+from mnist_hpo.environment.quiet import chatter_to_log
 
 log = logging.getLogger(__name__)
 

@@ -18,17 +18,17 @@ from sklearn.callback import CallbackContext, CallbackSupportMixin, with_callbac
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import ClassifierTags
 
-from mnist_hpo.choices import ONE_HOT_LOSSES
-from mnist_hpo.config import ExecutionConfig, ModelConfig
+from mnist_hpo.configuration.choices import ONE_HOT_LOSSES
+from mnist_hpo.configuration.schema import ExecutionConfig, ModelConfig
 from mnist_hpo.execution.batches import BatchOrder
 from mnist_hpo.execution.compiled import build_trainer
 from mnist_hpo.execution.fit_keys import describe, digest_arrays, key_from_digest, numerics_versions
 from mnist_hpo.execution.fit_store import FitStore
 from mnist_hpo.execution.model_cache import MODELS
+from mnist_hpo.execution.scikeras_adapter import KerasClassifierAdapter
 from mnist_hpo.execution.trainer import unfusable_reason
-from mnist_hpo.model import MNIST_META
-from mnist_hpo.params import builder_identity, estimator_params, load_builder
-from mnist_hpo.scikeras_adapter import KerasClassifierAdapter
+from mnist_hpo.model.cnn import MNIST_META
+from mnist_hpo.model.params import builder_identity, estimator_params, load_builder
 
 log = logging.getLogger(__name__)
 

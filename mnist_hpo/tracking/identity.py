@@ -6,7 +6,7 @@ from dataclasses import asdict
 
 import joblib
 
-from mnist_hpo.config import RESULT_NEUTRAL_GROUPS, Config
+from mnist_hpo.configuration.schema import RESULT_NEUTRAL_GROUPS, Config
 
 
 def resume_key(cfg: Config, data_fingerprint: str, keras_backend: str) -> str:

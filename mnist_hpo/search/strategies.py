@@ -19,8 +19,8 @@ from sklearn.model_selection import (
     StratifiedKFold,
 )
 
-from mnist_hpo.config import SearchConfig
-from mnist_hpo.optuna_search import OptunaSearchCV, StudyStorage
+from mnist_hpo.configuration.schema import SearchConfig
+from mnist_hpo.search.bayesian import OptunaSearchCV, StudyStorage
 
 # The searches this module builds, named from scikit-learn's public classes (their common base,
 # BaseSearchCV, lives in a private module) and the project's Optuna search.
@@ -64,8 +64,8 @@ def build_search(
     Args:
         config: The ``search`` config group.
         estimator: The unfitted estimator each candidate clones.
-        space: Parameter grid or distributions, from :func:`mnist_hpo.space.build_space`; for Optuna, the
-            ``grid`` config group itself (:func:`mnist_hpo.optuna_search.optuna_space` converts it).
+        space: Parameter grid or distributions, from :func:`mnist_hpo.search.space.build_space`; for Optuna, the
+            ``grid`` config group itself (:func:`mnist_hpo.search.bayesian.optuna_space` converts it).
         seed: Seeds the folds and any sampling.
         n_jobs: Parallel fits (``execution.n_jobs``): how the search runs, not what it finds.
         refit: Refit the best (True), none (False), or the row a refit rule picks from ``cv_results_``.

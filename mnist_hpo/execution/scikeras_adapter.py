@@ -32,7 +32,7 @@ def check_scikeras() -> None:
         if taken != expected:
             raise ImportError(
                 f"scikeras {getattr(__import__('scikeras'), '__version__', '?')}: KerasClassifier.{name} "
-                f"{'is gone' if taken is None else f'takes {taken}'}; mnist_hpo/scikeras_adapter.py needs it"
+                f"{'is gone' if taken is None else f'takes {taken}'}; mnist_hpo/execution/scikeras_adapter.py needs it"
             )
 
 

@@ -27,7 +27,7 @@ class ModelConfig:
     arguments. All of them are ``model__<name>`` estimator parameters, so grids search them alike.
     """
 
-    builder: str = "mnist_hpo.model.build_cnn"
+    builder: str = "mnist_hpo.model.cnn.build_cnn"
     builder_args: dict[str, Any] = field(default_factory=dict)
     conv_filters: list[int] | None = None
     kernel_size: int | None = None
