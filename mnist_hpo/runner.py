@@ -25,7 +25,7 @@ from mnist_hpo.report import plots
 from mnist_hpo.report.tables import places_view, result_view
 from mnist_hpo.search.bayesian import StudyStorage
 from mnist_hpo.search.evaluation import SearchResult, summarize
-from mnist_hpo.search.selection import COMPARISON_COLUMNS, FoldSizes, RefitRule, rule_name
+from mnist_hpo.search.selection import CHOOSING_RULES, COMPARISON_COLUMNS, FoldSizes, RefitRule, rule_name
 from mnist_hpo.search.space import build_space
 from mnist_hpo.search.strategies import build_cv, build_search
 from mnist_hpo.session import JobContext, Session
@@ -62,7 +62,7 @@ def refit_choice(
     rule: str | None, cfg: Config, estimator: MnistCNNClassifier, data: MnistData, sizes: FoldSizes
 ) -> bool | RefitRule:
     """What the search refits: scikit-learn's own best (True), nothing (False), or a rule's choice."""
-    if rule not in ("one_se", "tied_fastest"):
+    if rule not in CHOOSING_RULES:
         return rule is not None
     return RefitRule(
         rule,

@@ -7,7 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from mnist_hpo.configuration.schema import TrackingConfig
+from mnist_hpo.configuration.schema import STORE_DIR, TrackingConfig
+from mnist_hpo.tracking.layout import ARTIFACTS, DATABASE, SQLITE_PREFIX
 from mnist_hpo.tracking.links import experiment_id_of, experiment_link, experiments_link
 
 LOCAL_HOST = "127.0.0.1"
@@ -18,8 +19,8 @@ def server_command(store_dir: Path, host: str, port: int) -> list[str]:
     store_dir = store_dir.resolve()
     return [
         sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{store_dir / 'mlflow.db'}",
-        "--default-artifact-root", (store_dir / "artifacts").as_uri(),
+        "--backend-store-uri", f"{SQLITE_PREFIX}{store_dir / DATABASE}",
+        "--default-artifact-root", (store_dir / ARTIFACTS).as_uri(),
         "--host", host,
         "--port", str(port),
         "--workers", "1",
@@ -40,7 +41,9 @@ def address(store_dir: Path, experiment: str, host: str, port: int) -> str:
 def parser() -> argparse.ArgumentParser:
     """The command-line options: store folder, experiment, port and host (local-only unless told otherwise)."""
     options = argparse.ArgumentParser(description=__doc__)
-    options.add_argument("--store-dir", type=Path, default=Path("mlruns"), help="the store folder (default: ./mlruns)")
+    options.add_argument(
+        "--store-dir", type=Path, default=Path(STORE_DIR), help=f"the store folder (default: ./{STORE_DIR})"
+    )
     options.add_argument(
         "--experiment",
         default=TrackingConfig.experiment,
@@ -59,7 +62,7 @@ def main(argv: list[str] | None = None) -> None:
     """Parse arguments and replace this process with the MLflow server."""
     options = parser()
     args = options.parse_args(argv)
-    if not (args.store_dir / "mlflow.db").exists():
+    if not (args.store_dir / DATABASE).exists():
         options.error(f"--store-dir: no MLflow store at {args.store_dir.resolve()}; run a search first")
     if args.host != LOCAL_HOST:
         print(

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import pytest
-from conftest import compose_config
+from conftest import CONF, compose_config
 
 from mnist_hpo.checks.validation import validate_config
 
-PRESETS = ["smoke", "leohoji", "challenge", "challenge_staged"]
+PRESETS = sorted(path.stem for path in (CONF / "experiment").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("preset", PRESETS)

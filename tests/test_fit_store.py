@@ -336,7 +336,7 @@ def test_stale_temporary_files_of_killed_writers_are_cleaned(tmp_path):
     stale.write_bytes(b"half")
     fresh.write_bytes(b"being written")
     os.utime(stale, (time.time() - 7200, time.time() - 7200))
-    assert store.prune(None) == 0
+    assert store.prune(None) == []
     assert not stale.exists() and fresh.exists()
 
 

@@ -13,7 +13,6 @@ from mnist_hpo.search.stats import (
     bayesian_correlated_ttest,
     compare_all,
     corrected_paired_ttest,
-    one_standard_error_choice,
     standard_error,
     tied_with_best,
 )
@@ -198,25 +197,6 @@ def test_standard_error() -> None:
     assert standard_error(np.array([1.0, 2.0, 3.0, 4.0])) == pytest.approx(math.sqrt(5 / 3) / 2, rel=1e-15)
     assert math.isnan(standard_error(np.array([1.0, np.nan, 3.0])))
     assert math.isnan(standard_error(np.array([1.0])))
-
-
-def test_one_standard_error_rule() -> None:
-    means = np.array([0.970, 0.980, 0.975, 0.960])
-    ses = np.array([0.004, 0.006, 0.003, 0.002])
-    ranks = [0, 3, 1, 2]  # candidate 0 is the simplest, candidate 1 (the best) the most complex
-    # threshold = 0.980 - 0.006 = 0.974: candidate 0 (0.970) is outside, candidate 2 (0.975) inside
-    assert one_standard_error_choice(means, ses, ranks) == 2
-    # a wider SE of the best lets the simplest in; the other candidates' SEs are not used
-    assert one_standard_error_choice(means, np.array([0.0, 0.011, 0.0, 0.0]), ranks) == 0
-    # nothing within reach: the best itself
-    assert one_standard_error_choice(means, np.array([0.1, 0.0, 0.1, 0.1]), ranks) == 1
-    # equal complexity: lower index wins
-    assert one_standard_error_choice(means, np.array([0.0, 0.011, 0.0, 0.0]), [1, 2, 1, 1]) == 0
-    # NaN means are never chosen, even when simplest; a NaN SE of the best counts as 0
-    assert one_standard_error_choice(np.array([np.nan, 0.98, 0.975]), np.array([0.0, 0.01, 0.0]), [0, 2, 1]) == 2
-    assert one_standard_error_choice(np.array([np.nan, 0.98, 0.975]), np.array([0, np.nan, 0]), [0, 2, 1]) == 1
-    with pytest.raises(ValueError):
-        one_standard_error_choice(np.array([np.nan, np.nan]), np.array([0.1, 0.1]), [0, 1])
 
 
 def test_compare_all() -> None:

@@ -16,6 +16,10 @@ class ConfigError(ValueError):
     """A bad configuration value, reported to the user as one line before any training."""
 
 
+# The tracking store's folder (SQLite database, artifacts, fit store, Optuna studies) unless tracking.store_dir says.
+STORE_DIR = "mlruns"
+
+
 @dataclass
 class ModelConfig:
     """The network and how it is trained; every field set maps to one estimator parameter.
@@ -120,7 +124,7 @@ class TrackingConfig:
 
     enabled: bool = True
     uri: str | None = None
-    store_dir: str = "mlruns"
+    store_dir: str = STORE_DIR
     experiment: str = "mnist-hpo"
     log_model: bool = True
     registered_model_name: str | None = None

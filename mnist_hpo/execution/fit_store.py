@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from mnist_hpo.configuration.schema import ConfigError
+from mnist_hpo.configuration.schema import STORE_DIR, ConfigError
 
 # Logging, not ``warnings``: one line with no echoed source line, never deduplicated, into Hydra's job
 # log in the main process, and on stderr in loky workers through logging's last-resort handler.
@@ -218,7 +218,8 @@ class FitStore:
             key: The fit's :func:`fit_key`.
             weights: ``keras.Model.get_weights()``: numeric arrays only.
             history: Per-epoch values of each metric.
-            meta: JSON-able facts that rebuild the estimator (classes, input shape, fit time, run id, versions).
+            meta: JSON-able facts about the fit, kept as given (the estimator writes its classes, sample count and
+                fit time; the fused executor also its group and the search that trained it).
 
         Returns:
             Whether it was written: a file system error is logged, not raised, as the fit itself succeeded.
@@ -280,11 +281,8 @@ class FitStore:
             len(entries), sum(entry.bytes for entry in entries), min(created, default=None), max(created, default=None)
         )
 
-    def prune(self, older_than: datetime | None = None) -> int:
-        """Remove the entries last used before ``older_than`` (naive means local time), or all for None."""
-        return len(self._prune(older_than))
-
-    def _prune(self, older_than: datetime | None) -> list[EntryInfo]:
+    def prune(self, older_than: datetime | None = None) -> list[EntryInfo]:
+        """Remove the entries last used before ``older_than`` (naive means local time), or all for None; return them."""
         limit = None if older_than is None else older_than.timestamp()
         removed = []
         for entry in self._scan(clean_temporaries=True):
@@ -373,7 +371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.table import Table
 
     parser = argparse.ArgumentParser(prog="python -m mnist_hpo.execution.fit_store", description=main.__doc__)
-    parser.add_argument("--store-dir", default="mlruns", help="the tracking store folder (default: mlruns)")
+    parser.add_argument("--store-dir", default=STORE_DIR, help=f"the tracking store folder (default: {STORE_DIR})")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("list", help="how many fits the store holds, their size and age")
     prune = commands.add_parser("prune", help="remove stored fits")
@@ -399,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         table.add_row(str(summary.fits), human_bytes(summary.bytes), *when)
         console.print(table)
         return 0
-    removed = store._prune(None if args.all else args.older_than)
+    removed = store.prune(None if args.all else args.older_than)
     scope = "" if args.all else f" last used before {args.older_than:%Y-%m-%d %H:%M}"
     fits = f"{len(removed)} fit{'' if len(removed) == 1 else 's'}"
     console.print(f"Removed {fits}{scope} ({human_bytes(sum(entry.bytes for entry in removed))}) from {folder}.")

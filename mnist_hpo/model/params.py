@@ -82,7 +82,7 @@ class BuilderSignature:
 
 
 def load_builder(path: str) -> Callable[..., Any]:
-    """The function ``path`` names, looked up by Hydra's ``instantiate`` (so Hydra's target policy applies).
+    """The function ``path`` names (a dotted path), imported through Hydra's ``instantiate``.
 
     A builder returns an uncompiled ``keras.Model``; scikeras passes it ``meta`` (the training
     data's ``X_shape_``, ``n_classes_``) when it takes that argument.

@@ -17,7 +17,9 @@ import pandas as pd
 
 from mnist_hpo.search import stats
 
-REFIT_RULES = ("best", "one_se", "tied_fastest")
+# The refit rules that choose by more than the best mean (RefitRule); "best" is scikit-learn's own.
+CHOOSING_RULES = ("one_se", "tied_fastest")
+REFIT_RULES = ("best", *CHOOSING_RULES)
 COMPARISON_COLUMNS = (
     "diff_vs_best",
     "diff_low",

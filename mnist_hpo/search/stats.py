@@ -213,46 +213,6 @@ def standard_error(fold_scores: np.ndarray) -> float:
     return float(np.std(scores, ddof=1) / math.sqrt(scores.size))
 
 
-def one_standard_error_choice(
-    means: np.ndarray, std_errors: np.ndarray, complexity_order: list[int] | np.ndarray
-) -> int:
-    """The one-standard-error rule: the simplest candidate whose mean is within one SE of the best mean.
-
-    The best is the highest finite mean (scores, higher is better); eligible are the candidates with
-    a finite mean >= best mean - std_errors[best]. Only the best candidate's standard error is used (ESL
-    uses the SE of the best model's CV estimate, e.g. ``standard_error`` of its fold scores; note that it
-    ignores the correlation between folds). A NaN SE of the best counts as 0, leaving only candidates
-    that match the best mean. NaN means are never chosen.
-
-    Args:
-        means: Mean fold score per candidate.
-        std_errors: Standard error of the mean per candidate.
-        complexity_order: Complexity rank per candidate (lower = simpler); ties go to the lower index.
-
-    Returns:
-        The index of the chosen candidate.
-
-    Raises:
-        ValueError: Mismatched lengths, or no finite mean.
-
-    References:
-        T. Hastie, R. Tibshirani and J. Friedman, The Elements of Statistical Learning, 2nd ed., §7.10, 2009.
-        L. Breiman, J. Friedman, R. Olshen and C. Stone, Classification and Regression Trees, 1984.
-    """
-    means = np.asarray(means, dtype=float).ravel()
-    std_errors = np.asarray(std_errors, dtype=float).ravel()
-    ranks = np.asarray(complexity_order).ravel()
-    if not means.size == std_errors.size == ranks.size:
-        raise ValueError(f"need equal lengths, got {means.size}, {std_errors.size} and {ranks.size}")
-    finite = np.isfinite(means)
-    if not finite.any():
-        raise ValueError("no candidate has a finite mean score")
-    best = int(np.argmax(np.where(finite, means, -np.inf)))
-    se = float(std_errors[best]) if np.isfinite(std_errors[best]) else 0.0
-    eligible = np.flatnonzero(finite & (means >= means[best] - se))
-    return int(min(eligible, key=lambda i: (ranks[i], i)))
-
-
 def compare_all(
     fold_scores: np.ndarray,
     best_index: int,

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
 
-from mnist_hpo.configuration.schema import ConfigError, TrackingConfig
+from mnist_hpo.configuration.schema import STORE_DIR, ConfigError, TrackingConfig
 from mnist_hpo.tracking.redaction import redact
 
 if TYPE_CHECKING:
@@ -16,7 +16,6 @@ if TYPE_CHECKING:
 
 # Where ``python -m mnist_hpo.ui`` serves by default, and the store folder it serves by default.
 LOCAL_UI = "http://127.0.0.1:5000"
-DEFAULT_STORE_DIR = "mlruns"
 # MLflow 3 opens an experiment in GenAI mode (its traces overview) unless the address says otherwise,
 # and a fresh browser remembers no mode: every link carries it.
 TRAINING_MODE = "workflowType=machine_learning"
@@ -77,7 +76,7 @@ def ui_command(tracking: TrackingConfig) -> str | None:
     """The command that serves the links over the local store, or None when another UI serves them."""
     if tracking.ui_url or tracking.uri:
         return None
-    options = "" if tracking.store_dir == DEFAULT_STORE_DIR else f" --store-dir {shlex.quote(tracking.store_dir)}"
+    options = "" if tracking.store_dir == STORE_DIR else f" --store-dir {shlex.quote(tracking.store_dir)}"
     return f"python -m mnist_hpo.ui{options}"
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from filelock import FileLock, Timeout
 
 from mnist_hpo.configuration.schema import ConfigError, TrackingConfig
+from mnist_hpo.tracking.layout import ARTIFACTS, DATABASE, SQLITE_PREFIX
 from mnist_hpo.tracking.redaction import redact
 
 # A remote store that does not answer must fail fast, before training, not after retries.
@@ -23,7 +24,6 @@ os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
 import mlflow
 from mlflow import MlflowClient
 
-SQLITE_PREFIX = "sqlite:///"
 # Long enough for another process to finish MLflow's schema migrations on a slow disk.
 INIT_LOCK_TIMEOUT_S = 300
 
@@ -49,7 +49,7 @@ def resolve_store(config: TrackingConfig, launch_dir: Path) -> Store:
     if config.uri:
         return Store(uri=config.uri, artifact_root=None)
     folder = (launch_dir / config.store_dir).resolve()
-    return Store(uri=f"{SQLITE_PREFIX}{folder / 'mlflow.db'}", artifact_root=(folder / "artifacts").as_uri())
+    return Store(uri=f"{SQLITE_PREFIX}{folder / DATABASE}", artifact_root=(folder / ARTIFACTS).as_uri())
 
 
 def check_sqlite_file(path: Path) -> None:
