@@ -16,7 +16,7 @@ from sklearn.callback import ProgressBar
 
 from mnist_hpo.configuration.schema import Config, config_yaml
 from mnist_hpo.data.loading import MnistData
-from mnist_hpo.environment.provenance import Provenance, git_commit
+from mnist_hpo.environment.provenance import Provenance, git_commit, model_requirements
 from mnist_hpo.execution.estimator import MnistCNNClassifier, build_estimator, parameter_counts, training_times
 from mnist_hpo.execution.executors import temporary_fit_store, train_ahead
 from mnist_hpo.execution.fused import FusedReport
@@ -153,7 +153,7 @@ def fitted_search(
         sweep_run_id=job.sweep_run_id,
         parent_run_id=parent_run_id,
         registered_model_name=cfg.tracking.registered_model_name,
-        pip_requirements=[f"{name}=={version}" for name, version in session.versions.items()],
+        pip_requirements=model_requirements(session.versions),
         resume_key=key,
         resume=cfg.execution.resume,
     )

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
+from importlib.metadata import packages_distributions, version
 from pathlib import Path
 
 import mlflow
@@ -172,3 +173,15 @@ def test_logging_the_model_drops_mlflows_pickle_notice_and_nothing_else(smoke_ru
     assert "another mlflow.sklearn warning" in during
     assert not [message for message in during if PICKLE_NOTICE.match(message)]
     assert [message for message in records.messages()[len(during) :] if PICKLE_NOTICE.match(message)]
+
+
+def test_the_model_requirements_pin_the_installed_distributions_and_no_unpublished_package(smoke_run, model_uri):
+    mlflow.set_tracking_uri(store_uri(smoke_run[0]))
+    pins = dict(
+        line.split("==", 1) for line in Path(mlflow.pyfunc.get_model_dependencies(model_uri)).read_text().split()
+    )
+    assert "mnist-hpo" not in pins
+    # TensorFlow under the distribution that installed it here (tensorflow, tensorflow-cpu, ...), as installed.
+    (tensorflow,) = packages_distributions()["tensorflow"]
+    assert pins[tensorflow] == version(tensorflow)
+    assert pins["scikeras"] == version("scikeras") and pins["keras"] == version("keras")

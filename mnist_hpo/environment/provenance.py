@@ -4,33 +4,36 @@ from __future__ import annotations
 
 import platform
 import subprocess
+from contextlib import suppress
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
+from importlib.metadata import PackageNotFoundError, packages_distributions, version
 from pathlib import Path
 
-# The packages whose versions decide results, recorded with every search and model.
-PACKAGES = (
-    "mnist-hpo",
-    "keras",
-    "tensorflow",
-    "jax",
-    "torch",
-    "scikit-learn",
-    "scikeras",
-    "mlflow",
-    "hydra-core",
-)
+PROJECT = "mnist-hpo"
+# The libraries whose versions decide results, by the module they are imported as: each is recorded
+# under the distribution that installed it (tensorflow, tensorflow-cpu or tensorflow-macos alike).
+MODULES = ("keras", "tensorflow", "jax", "torch", "sklearn", "scikeras", "mlflow", "hydra", "optuna")
 
 
 def package_versions() -> dict[str, str]:
-    """Installed versions of :data:`PACKAGES`, by package name (those not installed left out)."""
+    """Installed versions, by distribution: this project, then those providing :data:`MODULES` (if installed)."""
     versions = {}
-    for name in PACKAGES:
-        try:
+    with suppress(PackageNotFoundError):
+        versions[PROJECT] = version(PROJECT)
+    providers = packages_distributions()
+    for module in MODULES:
+        for name in providers.get(module, []):
             versions[name] = version(name)
-        except PackageNotFoundError:
-            continue
     return versions
+
+
+def model_requirements(versions: dict[str, str]) -> list[str]:
+    """A logged model's pip requirements: each recorded library pinned, this project left out.
+
+    mnist-hpo is on no package index, so a pin on it could not be installed; the model loads where
+    the package is installed (README, "Browse the results").
+    """
+    return [f"{name}=={installed}" for name, installed in versions.items() if name != PROJECT]
 
 
 def git_commit(folder: Path) -> str | None:
