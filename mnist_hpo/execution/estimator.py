@@ -95,9 +95,9 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
     def __init__(
         self,
         fit_store: str | None = None,
-        fit_store_budget_mb: int = 2048,
-        model_cache_mb: int = 0,
-        fusion: bool = False,
+        fit_store_budget_mb: int = ExecutionConfig.fit_store_budget_mb,  # each default once: the config's
+        model_cache_mb: int = ExecutionConfig.model_cache_mb,
+        fusion: bool = ExecutionConfig.fusion,
         search_token: str | None = None,
         **kwargs: Any,
     ) -> None:
