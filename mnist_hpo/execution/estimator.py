@@ -44,6 +44,9 @@ FIT_TIME_PARAMS = frozenset(
 )  # fmt: skip
 
 
+EPOCH_TASK = "epoch"  # the callback task of one Keras epoch, a subtask of the fit's task
+
+
 class TrainingDivergedError(RuntimeError):
     """Training produced a non-finite loss; the fold scores ``error_score``."""
 
@@ -60,7 +63,7 @@ class EpochTasks(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, float] | None = None) -> None:
         for name, value in (logs or {}).items():
             self.history.setdefault(name, []).append(float(value))
-        epoch_context = self.context.subcontext(task_name="epoch")
+        epoch_context = self.context.subcontext(task_name=EPOCH_TASK)
         epoch_context.call_on_fit_task_begin(estimator=self.estimator)
         history = {name: list(values) for name, values in self.history.items()}
         epoch_context.call_on_fit_task_end(

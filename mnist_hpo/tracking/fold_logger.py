@@ -17,7 +17,6 @@ from mlflow.entities import Metric, Param, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sklearn.callback import CallbackContext
 
-from mnist_hpo.search.bayesian import BATCH_TASK
 from mnist_hpo.search.strategies import candidate_params
 from mnist_hpo.tracking.datasets import DataOrigin, fold_input, log_inputs, training_input
 from mnist_hpo.tracking.limits import param_value
@@ -43,23 +42,12 @@ from mnist_hpo.tracking.runs import (
 )
 from mnist_hpo.tracking.store import Store
 from mnist_hpo.tracking.store_loss import guarded
-
-EVALUATION_TASK = "candidate-split-evaluation"
-REFIT_TASK = "refit-with-best-params"
+from mnist_hpo.tracking.tasks import Task, task_of
 
 
 def candidate_key(params: dict[str, Any], axes: list[str]) -> str:
     """A canonical text for one candidate: its values on the search axes."""
     return json.dumps({axis: params[axis] for axis in sorted(axes)}, sort_keys=True, default=str)
-
-
-def task_path(context: CallbackContext) -> tuple[int, ...]:
-    """The ids from the root task down to ``context``: unique within one search fit."""
-    path = []
-    while context is not None:
-        path.append(context.task_id)
-        context = context.parent
-    return tuple(reversed(path))
 
 
 def params_batch(params: dict[str, Any]) -> list[Param]:
@@ -120,33 +108,35 @@ class FoldLogger:
     def on_fit_task_begin(self, estimator: Any, context: CallbackContext, *, X=None, y=None) -> None:
         """Create candidate runs when the search starts, a fold run when a fold fit starts."""
         with guarded():
-            if context.task_name == "search" and context.parent is not None and context.parent.parent is None:
+            task = task_of(context, self.n_splits * self.n_repeats)
+            if task.kind == "search":
                 self.load_existing_runs()
                 self.create_candidate_runs(list(candidate_params(estimator)))
-            elif context.task_name == BATCH_TASK:  # an Optuna batch: its trials are candidates from now on
+            elif task.kind == "batch":  # an Optuna batch: its trials are candidates from now on
                 self.create_candidate_runs(estimator.batch_candidates_, estimator.batch_trials_)
-            elif context.source_task_name == EVALUATION_TASK:
-                self.fold_runs[task_path(context)] = self.create_fold_run(estimator, context, X, y)
-            elif context.source_task_name == REFIT_TASK:
+            elif task.kind == "fold":
+                self.fold_runs[task.path] = self.create_fold_run(estimator, task, X, y)
+            elif task.kind == "refit":
                 reused = getattr(estimator, "fit_reused_", False)
                 if reused and self.refit_finished:  # a resumed search whose refit had finished: no second run
-                    self.fold_runs[task_path(context)] = None
+                    self.fold_runs[task.path] = None
                     return
                 tags = {LEVEL: "refit"} | ({REUSED: "true"} if reused else {})
                 run_id = self.create_run("refit", self.search_run_id, tags)
                 if self.origin is not None and X is not None:
                     log_inputs(self.store.client(), run_id, [training_input(self.origin, X, y)])
-                self.fold_runs[task_path(context)] = run_id
+                self.fold_runs[task.path] = run_id
 
     def on_fit_task_end(self, estimator: Any, context: CallbackContext, *, fitted_estimator=None) -> None:
         """Log an epoch's metrics, or close a fold run with its outcome."""
         with guarded():
-            if context.task_name == "epoch" and context.parent is not None:
-                run_id = self.fold_runs.get(task_path(context.parent))
+            task = task_of(context, self.n_splits * self.n_repeats)
+            if task.kind == "epoch":
+                run_id = self.fold_runs.get(task.path[:-1])  # the fit the epoch belongs to
                 if run_id is not None and fitted_estimator is not None:
                     self.log_epoch(run_id, fitted_estimator.history_)
             else:
-                run_id = self.fold_runs.pop(task_path(context), None)
+                run_id = self.fold_runs.pop(task.path, None)
                 if run_id is not None:
                     self.close_fold_run(run_id, estimator)
 
@@ -191,15 +181,14 @@ class FoldLogger:
             client.log_batch(run_id, params=params_batch(params))
             self.candidate_runs[key] = run_id
 
-    def create_fold_run(self, estimator: Any, context: CallbackContext, X: Any, y: Any) -> str | None:
+    def create_fold_run(self, estimator: Any, task: Task, X: Any, y: Any) -> str | None:
         """Create the run of one (candidate, fold) fit under its candidate run, with the rows it fits on.
 
         None for a fit restored from the fit store whose fold run already FINISHED (a resumed search).
         """
         key = candidate_key(estimator.get_params(), self.axes)
-        split = context.task_id % (self.n_splits * self.n_repeats)  # the split's index in cv_results_
+        split, iteration = task.split, task.iteration
         repeat, fold = divmod(split, self.n_splits)
-        iteration = context.parent.task_id if context.parent.task_name == "halving-iteration" else 0
         reused = getattr(estimator, "fit_reused_", False)
         if reused and (key, str(split), str(iteration)) in self.finished_folds:  # finished_folds holds splits
             return None
