@@ -5,6 +5,8 @@ on a stratified subset of the training images. A hyperparameter's influence is t
 its stage-1 mean CV scores (best minus worst value). Stage 2 crosses the best ``top_k`` values
 of the ``top_m`` most influential hyperparameters on all training images, refits the best and
 scores it on the test set. Everything nests under one MLflow study run: study -> stage -> search.
+This module runs the stages; the oracle that ranks and picks is search/oracle.py, its table
+report/tables.py.
 """
 
 from __future__ import annotations
@@ -13,15 +15,15 @@ import json
 from dataclasses import asdict, replace
 from typing import Any
 
-import pandas as pd
 from rich.console import Console
-from rich.table import Table
 
 from mnist_hpo.configuration.schema import Config
 from mnist_hpo.data.loading import stratified_subset
 from mnist_hpo.report import plots
+from mnist_hpo.report.tables import influence_table
 from mnist_hpo.runner import run_search
 from mnist_hpo.search.evaluation import SearchResult
+from mnist_hpo.search.oracle import fine_grid, influence
 from mnist_hpo.session import JobContext, Session
 from mnist_hpo.tracking.group_run import GroupRun
 from mnist_hpo.tracking.links import run_links
@@ -37,65 +39,6 @@ def stage_config(cfg: Config, grid: dict[str, list[Any]], *, refit: bool) -> Con
         study=replace(cfg.study, enabled=False),
         tracking=replace(cfg.tracking, log_model=cfg.tracking.log_model and refit),
     )
-
-
-def influence(results: dict[str, SearchResult]) -> pd.DataFrame:
-    """Rank hyperparameters by the spread of their stage-1 mean CV scores: detectable ones first, largest first.
-
-    A spread is best minus worst value; its interval and verdict are the corrected paired t-test of
-    the worst value against the best on the same folds (selection.py). A hyperparameter whose worst
-    value is tied with its best has no detectable influence: it ranks after every detectable one, so
-    stage 2 takes it only when ``study.top_m`` asks for more hyperparameters than are detectable.
-    """
-    rows = []
-    for name, result in results.items():
-        frame = result.candidates.dropna(subset=["mean_test_score"])
-        ranked = frame.sort_values("mean_test_score", ascending=False, kind="stable")
-        worst = ranked.iloc[-1] if len(ranked) else None
-        values = ranked[name].tolist()  # plain Python values: they become the stage-2 grid and its JSON
-        rows.append(
-            {
-                "hyperparameter": name,
-                "influence": float(ranked["mean_test_score"].iloc[0] - worst["mean_test_score"])
-                if len(ranked)
-                else 0.0,
-                "influence_low": float(worst["diff_low"]) if len(ranked) > 1 else float("nan"),
-                "influence_high": float(worst["diff_high"]) if len(ranked) > 1 else float("nan"),
-                "detectable": bool(len(ranked) > 1 and not worst["tied_with_best"]),
-                "best_value": values[0] if values else None,
-                "best_score": float(ranked["mean_test_score"].iloc[0]) if len(ranked) else float("nan"),
-                "worst_score": float(worst["mean_test_score"]) if len(ranked) else float("nan"),
-                "ranked_values": values,
-            }
-        )
-    ranking = pd.DataFrame(rows)
-    # One column holds every hyperparameter's best value: left as objects, 32 stays 32 beside 0.001.
-    ranking["best_value"] = pd.Series([row["best_value"] for row in rows], dtype=object)
-    return ranking.sort_values(["detectable", "influence"], ascending=False, kind="stable").reset_index(drop=True)
-
-
-def fine_grid(ranking: pd.DataFrame, top_m: int, top_k: int) -> dict[str, list[Any]]:
-    """The stage-2 grid: the best ``top_k`` values of the ``top_m`` most influential hyperparameters."""
-    usable = ranking[ranking["ranked_values"].map(len) > 0]  # a hyperparameter whose every value failed has none
-    return {row.hyperparameter: list(row.ranked_values[:top_k]) for row in usable.head(top_m).itertuples()}
-
-
-def influence_table(ranking: pd.DataFrame) -> Table:
-    """The influence ranking as a rich table, with each spread's interval and whether it is detectable."""
-    table = Table(title="Hyperparameters by influence (stage-1 spread of mean CV score, best minus worst)")
-    for column in ("rank", "hyperparameter", "influence [95% CI]", "detectable", "best value", "best", "worst"):
-        table.add_column(column, justify="left" if column in ("hyperparameter", "best value") else "right")
-    for rank, row in enumerate(ranking.itertuples(), start=1):
-        table.add_row(
-            str(rank),
-            row.hyperparameter,
-            f"{row.influence:.4f} [{row.influence_low:+.4f}, {row.influence_high:+.4f}]",
-            "yes" if row.detectable else "no detectable influence",
-            json.dumps(row.best_value),
-            f"{row.best_score:.4f}",
-            f"{row.worst_score:.4f}",
-        )
-    return table
 
 
 def stage1_session(session: Session, size: int | None, seed: int) -> Session:

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from mnist_hpo.search.evaluation import SearchResult
+from mnist_hpo.search.oracle import fine_grid, influence
 from mnist_hpo.search.selection import FoldSizes, compare_with_best
-from mnist_hpo.study import fine_grid, influence
 
 NAN = float("nan")
 

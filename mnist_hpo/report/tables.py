@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -136,3 +137,21 @@ def places_view(output_dir: Path, csv_path: Path, links: RunLinks | None) -> Tex
     view.append("Where everything is\n", style="bold")
     view.append("\n".join(f"  {name:<{width}}  {place}" for name, place in places.items()))
     return view
+
+
+def influence_table(ranking: pd.DataFrame) -> Table:
+    """The influence ranking as a rich table, with each spread's interval and whether it is detectable."""
+    table = Table(title="Hyperparameters by influence (stage-1 spread of mean CV score, best minus worst)")
+    for column in ("rank", "hyperparameter", "influence [95% CI]", "detectable", "best value", "best", "worst"):
+        table.add_column(column, justify="left" if column in ("hyperparameter", "best value") else "right")
+    for rank, row in enumerate(ranking.itertuples(), start=1):
+        table.add_row(
+            str(rank),
+            row.hyperparameter,
+            f"{row.influence:.4f} [{row.influence_low:+.4f}, {row.influence_high:+.4f}]",
+            "yes" if row.detectable else "no detectable influence",
+            json.dumps(row.best_value),
+            f"{row.best_score:.4f}",
+            f"{row.worst_score:.4f}",
+        )
+    return table
