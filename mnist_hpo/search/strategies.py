@@ -1,4 +1,4 @@
-"""Builds the scikit-learn search (grid, random or successive halving) over the estimator."""
+"""Builds the search ``search.strategy`` names over the estimator: grid, random, successive halving or Optuna."""
 
 from __future__ import annotations
 
