@@ -165,10 +165,9 @@ def fitted_search(
             console.print(f"Finished fits come from, and go to, the fit store {session.fit_store}.")
         progress = [ProgressBar(max_propagation_depth=0)] if cfg.execution.progress else []
         search.set_callbacks(*progress, *tracked.callbacks(cfg.search.cv, cfg.search.cv_repeats))
-        on_batch = lambda report: console.print(report.line())  # noqa: E731 - one line per Optuna batch
-        ahead = (
-            train_ahead(search, data.x_train, data.y_train, cfg.execution, fit_store, on_batch) if fit_store else None
-        )
+        ahead = None
+        if fit_store is not None:  # an Optuna search trains each batch ahead when it asks: one line each
+            ahead = train_ahead(search, data.x_train, data.y_train, cfg.execution, fit_store, batch_line(console))
         if isinstance(ahead, FusedReport):
             console.print(ahead.line())
             if ahead.complete:  # nothing left to train: restoring here beats starting worker processes
