@@ -64,6 +64,21 @@ def compose(overrides: list[str]) -> Any:
         return typed(hydra_compose("config", overrides=overrides))
 
 
+def configured(overrides: list[str], out: str) -> Any:
+    """The composed config, with the libraries' start-up lines (here and in workers) in a log beside ``out``.
+
+    Keras and its backend load here, untimed: otherwise the first way timed pays their ~4 s import.
+    """
+    cfg = compose(overrides)
+    from mnist_hpo.environment.quiet import import_backend, route_chatter
+    from mnist_hpo.environment.runtime import configure_backend
+
+    route_chatter(Path(out).resolve().with_suffix(".log"), verbose=False)
+    configure_backend(cfg.backend, cfg.device)
+    import_backend()
+    return cfg
+
+
 def key_of(params: dict[str, Any]) -> Key:
     """A candidate's identity, whatever its parameters are called in one way or another."""
     loss = params.get("loss", params.get("model__loss"))
@@ -207,15 +222,7 @@ def main() -> int:
         *([] if args.full else ["data.train_size=6000", "model.epochs=1"]),
         *args.set,
     ]
-    cfg = compose(overrides)
-    from mnist_hpo.environment.quiet import import_backend, route_chatter
-    from mnist_hpo.environment.runtime import configure_backend
-
-    # The libraries' start-up lines, in this process and its workers, go to a log beside the report.
-    route_chatter(Path(args.out).resolve().with_suffix(".log"), verbose=False)
-    configure_backend(cfg.backend, cfg.device)
-    # Keras and its backend load here, untimed: otherwise the first way pays their ~4 s import.
-    import_backend()
+    cfg = configured(overrides, args.out)
     from rich.console import Console
     from rich.table import Table
     from sklearn.model_selection import ParameterGrid, StratifiedKFold

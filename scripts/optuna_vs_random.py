@@ -23,8 +23,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from benchmark import configured  # the same composed, quiet set-up (this script's folder is on sys.path)
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-ROOT = Path(__file__).resolve().parents[1]
 CHECKPOINTS = (12, 24, 48)
 SPACE = [
     "grid=empty",
@@ -41,17 +42,6 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--seeds", default="0,1,2", help="sampler seeds, comma-separated")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="config override")
     return parser.parse_args()
-
-
-def compose(overrides: list[str]) -> Any:
-    from hydra import compose as hydra_compose
-    from hydra import initialize_config_dir
-
-    from mnist_hpo.configuration.schema import register_configs, typed
-
-    register_configs()
-    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
-        return typed(hydra_compose("config", overrides=overrides))
 
 
 def best_after(scores: list[float]) -> dict[int, float]:
@@ -98,13 +88,7 @@ def main() -> int:
         *data_overrides,
         *args.set,
     ]
-    cfg = compose(overrides)
-    from mnist_hpo.environment.quiet import import_backend, route_chatter
-    from mnist_hpo.environment.runtime import configure_backend
-
-    route_chatter(Path(args.out).resolve().with_suffix(".log"), verbose=False)
-    configure_backend(cfg.backend, cfg.device)
-    import_backend()
+    cfg = configured(overrides, args.out)
     from rich.console import Console
     from rich.table import Table
 

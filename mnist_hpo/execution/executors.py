@@ -19,7 +19,7 @@ import numpy as np
 from mnist_hpo.configuration.schema import ExecutionConfig
 from mnist_hpo.execution.fit_store import FitStore
 from mnist_hpo.execution.fused import FusedExecutor, FusedReport
-from mnist_hpo.execution.plan import FitPlan, Split
+from mnist_hpo.execution.plan import FitPlan, plan_splits
 from mnist_hpo.search.bayesian import OptunaSearchCV
 from mnist_hpo.search.strategies import SearchCV, is_halving
 
@@ -62,12 +62,10 @@ def train_ahead(
     fit_store = FitStore(store, execution.fit_store_budget_mb * 2**20)
     executor = FusedExecutor(search.estimator, fit_store, execution.fused_group_mb, search.estimator.search_token)
     if isinstance(search, OptunaSearchCV):
-        splits: list[tuple[Split, ...]] = []  # the first batch's: each split's rows hashed once per search
+        splits = plan_splits(search, X, y)  # each split's rows hashed once per search, not per batch
 
         def train_batch(candidates: list[dict[str, Any]]) -> None:
-            plan = FitPlan.of(search, X, y, candidates, splits[0] if splits else None)
-            splits[:] = [plan.splits]
-            report = executor.run(plan, X, y)
+            report = executor.run(FitPlan.of(search, X, y, candidates, splits), X, y)
             if on_batch is not None:
                 on_batch(report)
 

@@ -38,6 +38,14 @@ class PlannedFit:
         return self.split.train
 
 
+def plan_splits(search: SearchCV, X: np.ndarray, y: np.ndarray) -> tuple[Split, ...]:
+    """The search's splits (``cv.split``), each split's training rows hashed once."""
+    return tuple(
+        Split(index, train, digest_arrays(X[train], y[train], None))
+        for index, (train, _) in enumerate(search.cv.split(X, y))
+    )
+
+
 @dataclass(frozen=True)
 class FitPlan:
     """Every fit of a search, from public scikit-learn API: its candidates and ``cv.split``."""
@@ -57,17 +65,13 @@ class FitPlan:
         """The plan of ``search`` on ``(X, y)``; its estimator must be this project's classifier.
 
         ``candidates`` default to those the search will try (:func:`~mnist_hpo.search.strategies.candidate_params`);
-        a search that asks for them in batches plans each batch, with the ``splits`` of its first plan.
+        a search that asks for them in batches plans each batch, on ``splits`` from :func:`plan_splits` once.
         The fit keys are those the estimator computes when it fits (the same digest of the same rows),
         so a fit an executor stores is the one the search then restores.
         """
         backend = keras.backend.backend()
         versions = numerics_versions(backend)
-        if splits is None:
-            splits = tuple(
-                Split(index, train, digest_arrays(X[train], y[train], None))
-                for index, (train, _) in enumerate(search.cv.split(X, y))
-            )
+        splits = plan_splits(search, X, y) if splits is None else splits
         fits = []
         for candidate, params in enumerate(candidate_params(search) if candidates is None else candidates):
             result_params = clone(search.estimator).set_params(**params).result_params()
