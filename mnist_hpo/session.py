@@ -17,7 +17,8 @@ from mnist_hpo.data.loading import MnistData, load_data
 from mnist_hpo.environment.provenance import package_versions
 from mnist_hpo.environment.quiet import import_backend
 from mnist_hpo.environment.runtime import describe_device, seed_everything
-from mnist_hpo.execution.fit_store import FITS_SUBDIR, FitStore
+from mnist_hpo.execution.fit_store import FITS_SUBDIR, FitStore, check_writable
+from mnist_hpo.search.bayesian import STUDIES_SUBDIR
 from mnist_hpo.tracking.links import check_ui_url
 
 if TYPE_CHECKING:
@@ -71,6 +72,9 @@ def open_session(cfg: Config, job: JobContext) -> Session:
     fit_store = fit_store_folder(cfg.execution, cfg.tracking, job.launch_dir)
     if fit_store is not None:
         FitStore(fit_store, key_name="execution.fit_store_dir").check_writable()
+    if cfg.search.strategy == "optuna" and not cfg.study.enabled:
+        studies = (job.launch_dir / cfg.tracking.store_dir).resolve() / STUDIES_SUBDIR
+        check_writable(studies, "tracking.store_dir", "the Optuna study is kept there; choose a writable folder")
     if cfg.tracking.enabled:
         check_tracking_limits(cfg)
     store = open_store(cfg.tracking, job.launch_dir) if cfg.tracking.enabled else None

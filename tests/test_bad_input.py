@@ -308,6 +308,18 @@ BAD_INPUTS = {
         ["execution.fit_store_dir=<a_file>/fits"],
         "execution.fit_store_dir: <a_file>/fits is not writable (part of the path is a file, not a directory)",
     ),
+    "Optuna study folder not writable": (
+        [
+            "search.strategy=optuna",
+            "grid=empty",
+            "+grid.model__activation=[relu,tanh]",
+            "tracking=off",
+            "tracking.store_dir=<a_file>",
+            "execution.fit_store=false",
+        ],
+        "tracking.store_dir: <a_file>/optuna is not writable (part of the path is a file, not a directory); "
+        "the Optuna study is kept there; choose a writable folder",
+    ),
     "fit store budget": (
         ["execution.fit_store_budget_mb=0"],
         "execution.fit_store_budget_mb: 0 must be an integer >= 1",

@@ -174,16 +174,7 @@ class FitStore:
 
     def check_writable(self) -> None:
         """Prove the folder can be written by creating and removing a file; else a one-line ConfigError."""
-        try:
-            self.folder.mkdir(parents=True, exist_ok=True)
-            handle, probe = tempfile.mkstemp(dir=self.folder, prefix=".write-check.")
-            os.close(handle)
-            os.unlink(probe)
-        except OSError as error:
-            raise ConfigError(
-                f"{self.key_name}: {self.folder} is not writable ({_os_reason(error)}); "
-                "the fit store needs a folder it can write, or switch the store off"
-            ) from error
+        check_writable(self.folder, self.key_name, "the fit store needs a folder it can write, or switch the store off")
 
     def load(self, key: str) -> StoredFit | None:
         """The fit saved under ``key``, or None; a bad entry is logged once, removed and never raised."""
@@ -356,6 +347,17 @@ def human_bytes(count: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1000
     return f"{size:.1f} GB"
+
+
+def check_writable(folder: Path, key_name: str, remedy: str) -> None:
+    """Prove ``folder`` can be written by creating and removing a file; else a ConfigError naming ``key_name``."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-check.")
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as error:
+        raise ConfigError(f"{key_name}: {folder} is not writable ({_os_reason(error)}); {remedy}") from error
 
 
 def _iso_date(text: str) -> datetime:

@@ -35,6 +35,7 @@ optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Samplers' keyword arguments are settled API; Optuna still marks some as experimental.
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 PLAIN = (str, int, float, bool, type(None))  # what an Optuna categorical choice may be
+STUDIES_SUBDIR = "optuna"  # the studies' folder inside the tracking store folder
 
 
 @dataclass(frozen=True)
@@ -48,7 +49,7 @@ class StudyStorage:
     @classmethod
     def beside(cls, store_dir: Path, name: str, fresh: bool = False) -> StudyStorage:
         """One SQLite file per study under ``<store_dir>/optuna/``, named after it."""
-        folder = store_dir / "optuna"
+        folder = store_dir / STUDIES_SUBDIR
         folder.mkdir(parents=True, exist_ok=True)
         return cls(f"sqlite:///{folder / f'{name}.db'}", name, fresh)
 
