@@ -23,6 +23,7 @@ from typing import IO, Any
 import numpy as np
 
 from mnist_hpo.configuration.schema import STORE_DIR, ConfigError
+from mnist_hpo.environment.folders import probe_writable
 
 # Logging, not ``warnings``: one line with no echoed source line, never deduplicated, into Hydra's job
 # log in the main process, and on stderr in loky workers through logging's last-resort handler.
@@ -352,10 +353,7 @@ def human_bytes(count: int) -> str:
 def check_writable(folder: Path, key_name: str, remedy: str) -> None:
     """Prove ``folder`` can be written by creating and removing a file; else a ConfigError naming ``key_name``."""
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-check.")
-        os.close(handle)
-        os.unlink(probe)
+        probe_writable(folder)
     except OSError as error:
         raise ConfigError(f"{key_name}: {folder} is not writable ({_os_reason(error)}); {remedy}") from error
 

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from filelock import FileLock, Timeout
 
 from mnist_hpo.configuration.schema import ConfigError, TrackingConfig
+from mnist_hpo.environment.folders import probe_writable
 from mnist_hpo.tracking.layout import ARTIFACTS, DATABASE, SQLITE_PREFIX
 from mnist_hpo.tracking.redaction import redact
 
@@ -90,10 +90,7 @@ def prove_writable(folder: Path) -> None:
     timeout and then blamed another process.
     """
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handle, probe = tempfile.mkstemp(dir=folder, prefix=".write-check.")
-        os.close(handle)
-        os.unlink(probe)
+        probe_writable(folder)
     except OSError as error:
         raise ConfigError(
             f"tracking.uri: cannot write the store's folder {folder} ({error.strerror or error}); "
