@@ -15,9 +15,11 @@ from sklearn.base import clone
 
 from mnist_hpo.configuration.schema import DataConfig, ExecutionConfig, ModelConfig
 from mnist_hpo.data.loading import load_data
+from mnist_hpo.execution.batches import BatchOrder
 from mnist_hpo.execution.compiled import build_trainer
 from mnist_hpo.execution.estimator import build_estimator
 from mnist_hpo.execution.fit_keys import digest_arrays
+from mnist_hpo.execution.fused import SHARED_PROGRAM_WORK, shared_micro
 from mnist_hpo.execution.fused_model import SideBySide, WideCNN
 
 # 3 activations x 2 losses on the package's 1-filter CNN: one fused group per split.
@@ -50,10 +52,13 @@ def test_a_fused_grid_scores_as_the_same_grid_unfused(tmp_path, backend):
     for fusion in ("true", "false"):
         folder = tmp_path / fusion
         folder.mkdir()
-        result = run_cli(*GRID, f"backend={backend}", f"execution.fusion={fusion}", cwd=folder)
+        # Two batch sizes: the larger one's groups run the smaller one's program in micro-steps.
+        result = run_cli(
+            *GRID, "+grid.batch_size=[16,32]", f"backend={backend}", f"execution.fusion={fusion}", cwd=folder
+        )
         assert result.returncode == 0, result.stderr[-3000:]
         runs[fusion] = cv_scores(folder)
-        said = "fused training: 12 fit(s) in 2 group(s)" in result.stdout
+        said = "fused training: 24 fit(s) in 4 group(s)" in result.stdout
         assert said == (fusion == "true"), result.stdout
     fused, unfused = runs["true"], runs["false"].loc[runs["true"].index]
     difference = (fused - unfused).abs()
@@ -63,11 +68,11 @@ def test_a_fused_grid_scores_as_the_same_grid_unfused(tmp_path, backend):
     # Fold runs say how they trained: every fused one names its group, with a fit time of its share.
     levels = runs_by_level(store_uri(tmp_path / "true"))
     folds = levels["fold"]
-    assert len(folds) == 12 and all(run.data.tags.get("mnist_hpo.fused_group") for run in folds)
+    assert len(folds) == 24 and all(run.data.tags.get("mnist_hpo.fused_group") for run in folds)
     assert all(run.data.metrics["fit_time_s"] > 0 for run in folds)
     assert {len(run.data.metrics) for run in folds} == {len(levels["fold"][0].data.metrics)}
     (search,) = levels["search"]
-    assert search.data.tags["mnist_hpo.trained_fits"] == "12" and search.data.tags["mnist_hpo.reused_fits"] == "0"
+    assert search.data.tags["mnist_hpo.trained_fits"] == "24" and search.data.tags["mnist_hpo.reused_fits"] == "0"
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +88,8 @@ def members(x, y, activations, **model):
     return [clone(base).set_params(model__activation=name).prepare(x, y) for name in activations]
 
 
-def train(estimators, x, y, wide=True):
-    trainer = build_trainer([e.model_ for e in estimators], [False] * len(estimators), wide=wide)
+def train(estimators, x, y, wide=True, micro=None):
+    trainer = build_trainer([e.model_ for e in estimators], [False] * len(estimators), wide=wide, micro=micro)
     order = estimators[0].batch_order(len(x), digest_arrays(x, y, None))
     return trainer, trainer.fit(x, [e.target_encoder_.transform(y) for e in estimators], order, 2)
 
@@ -107,6 +112,45 @@ def test_each_wide_member_learns_what_its_keras_fit_learns(digits, architecture)
             np.testing.assert_allclose(mine, theirs, atol=2e-5)
         for metric, values in alone.history_.items():
             np.testing.assert_allclose(result.history[metric], values, atol=1e-5)
+
+
+def test_steps_run_as_micro_steps_make_the_same_updates(digits):
+    # Batches of 32 as micro-steps of 8 whose gradients add up: each member still learns its Keras fit.
+    x, y = digits
+    activations = ["relu", "prelu"]
+    trainer, fused = train(members(x, y, activations, conv_filters=[2], kernel_size=3, dense_units=8), x, y, micro=8)
+    assert isinstance(trainer.fused, WideCNN) and trainer.micro == 8
+    for name, result in zip(activations, fused, strict=True):
+        (alone,) = [clone(e).fit(x, y) for e in members(x, y, [name], conv_filters=[2], kernel_size=3, dense_units=8)]
+        for mine, theirs in zip(result.weights, alone.model_.get_weights(), strict=True):
+            np.testing.assert_allclose(mine, theirs, atol=2e-5)
+        for metric, values in alone.history_.items():
+            np.testing.assert_allclose(result.history[metric], values, atol=1e-5)
+
+
+def test_micro_steps_cover_each_step_once_and_weigh_its_mean():
+    order = BatchOrder(rows=100, validation_split=0.0, batch_size=32, seed=(0, 5))
+    steps = order.micro_layout(0, 8)
+    # 3 full steps of 4 micro-steps, then the last step's 4 rows: one micro-step, padded.
+    assert steps.indices.shape == (13, 8)
+    assert steps.ends.nonzero()[0].tolist() == [3, 7, 11, 12]
+    np.testing.assert_allclose(steps.fraction, [0.25] * 12 + [1.0])
+    np.testing.assert_array_equal(steps.indices.reshape(-1)[:100], order.permutation(0))
+    assert steps.weights.sum() == 100
+    whole = order.micro_layout(0, 32)
+    assert whole.indices.shape == (4, 32) and whole.ends.all()
+    with pytest.raises(ValueError, match="do not divide"):
+        order.micro_layout(0, 12)
+
+
+def test_small_groups_of_larger_batch_sizes_share_the_smallest_ones_program():
+    small = SHARED_PROGRAM_WORK
+    assert shared_micro({8: 10**9, 32: small, 128: small}, True) == {8: 8, 32: 8, 128: 8}
+    # Too much training to pay 35 % more of it, a batch size it does not divide, or a model that is not row by row.
+    assert shared_micro({8: 1, 32: small + 1, 128: small}, True) == {8: 8, 32: None, 128: 8}
+    assert shared_micro({8: 1, 12: 1}, True) == {8: None, 12: None}
+    assert shared_micro({8: 1, 32: 1}, False) == {8: None, 32: None}
+    assert shared_micro({32: 1}, True) == {32: None}
 
 
 @pytest.mark.parametrize(("optimizer", "wide"), [("adam", True), ("sgd", False)])

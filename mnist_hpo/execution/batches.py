@@ -9,6 +9,11 @@ batches in the same order: the two are the same computation up to float rounding
 * Each epoch trains on a permutation of the training rows seeded by the estimator's
   ``random_state``, the fit's data digest (so each fold has its own order) and the epoch.
 * Steps take ``batch_size`` consecutive rows of that permutation; the last step takes the rest.
+
+A compiled trainer may run a step as several micro-steps of ``micro`` rows (a divisor of the batch
+size) whose gradients it sums before the one update (:meth:`BatchOrder.micro_layout`): the step's
+loss is still the mean over its rows, so the update is the same up to float rounding, and fits of
+several batch sizes then share one compiled program (execution/fused.py says when that pays).
 """
 
 from __future__ import annotations
@@ -53,16 +58,38 @@ class BatchOrder:
         """The order in which epoch ``epoch`` (from 0) visits the training rows."""
         return np.random.default_rng([*self.seed, epoch]).permutation(self.train_rows)
 
-    def steps_layout(self, epoch: int) -> tuple[np.ndarray, np.ndarray]:
-        """Epoch ``epoch`` as ``steps x batch_size`` row indices and weights; the last step's padding weighs 0.
+    def micro_layout(self, epoch: int, micro: int) -> MicroSteps:
+        """Epoch ``epoch`` as micro-steps of ``micro`` rows (``micro`` divides the batch size).
 
-        A padded slot points at row 0 and counts for nothing: each step's loss is the weighted mean over
-        its real rows, as Keras computes the loss of a short last batch.
+        Each step's rows in order, cut into micro-steps; a step of ``r`` rows takes ``ceil(r / micro)``
+        of them, so no micro-step is empty. With ``micro == batch_size`` each micro-step is a step; a short
+        last step is padded: a padded slot points at row 0 and weighs 0, so each step's loss is the
+        weighted mean over its real rows, as Keras computes the loss of a short last batch.
         """
+        if micro <= 0 or self.batch_size % micro:
+            raise ValueError(f"micro-steps of {micro} rows do not divide batches of {self.batch_size}")
         order = self.permutation(epoch)
-        padded = self.steps * self.batch_size
-        indices = np.zeros(padded, dtype=np.int32)
-        indices[: len(order)] = order
-        weights = np.zeros(padded, dtype=np.float32)
+        starts = np.arange(0, len(order), self.batch_size)
+        step_rows = np.minimum(self.batch_size, len(order) - starts)  # rows of each step
+        per_step = -(-step_rows // micro)  # micro-steps of each step
+        total = int(per_step.sum())
+        indices = np.zeros(total * micro, dtype=np.int32)
+        indices[: len(order)] = order  # steps are consecutive and only the last one is short
+        weights = np.zeros(total * micro, dtype=np.float32)
         weights[: len(order)] = 1.0
-        return indices.reshape(self.steps, self.batch_size), weights.reshape(self.steps, self.batch_size)
+        ends = np.zeros(total, dtype=bool)
+        ends[np.cumsum(per_step) - 1] = True
+        fraction = weights.reshape(total, micro).sum(axis=1) / np.repeat(step_rows, per_step)
+        return MicroSteps(
+            indices.reshape(total, micro), weights.reshape(total, micro), fraction.astype(np.float32), ends
+        )
+
+
+@dataclass(frozen=True)
+class MicroSteps:
+    """An epoch's micro-steps: rows, row weights (padding 0), each one's share of its step, and step ends."""
+
+    indices: np.ndarray  # [micro-steps, micro] row indices
+    weights: np.ndarray  # [micro-steps, micro]
+    fraction: np.ndarray  # [micro-steps] its real rows over its step's rows: the weight of its mean loss
+    ends: np.ndarray  # [micro-steps] bool: the step's last micro-step, after which the update is applied

@@ -22,9 +22,10 @@ from mnist_hpo.configuration.choices import ONE_HOT_LOSSES
 from mnist_hpo.configuration.schema import ExecutionConfig, ModelConfig
 from mnist_hpo.execution.batches import BatchOrder
 from mnist_hpo.execution.compiled import build_trainer
-from mnist_hpo.execution.fit_keys import describe, digest_arrays, key_from_digest, numerics_versions
+from mnist_hpo.execution.fit_keys import KNOWN_ROWS, describe, digest_arrays, key_from_digest, numerics_versions
 from mnist_hpo.execution.fit_store import FitStore
 from mnist_hpo.execution.model_cache import MODELS
+from mnist_hpo.execution.outputs import OUTPUTS
 from mnist_hpo.execution.scikeras_adapter import KerasClassifierAdapter
 from mnist_hpo.execution.trainer import unfusable_reason
 from mnist_hpo.model.cnn import MNIST_META
@@ -185,7 +186,8 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
         """Fit a reset or fresh model (or restore the stored one), reporting the fit and epochs to callbacks."""
         store = FitStore(self.fit_store, self.fit_store_budget_mb * 2**20) if self.fit_store else None
         backend = keras.backend.backend()
-        digest = digest_arrays(X, y, sample_weight)  # once: the fit key and the batch order both need it
+        # Once: the fit key and the batch order both need it; the fit plan's when it hashed these rows.
+        digest = (KNOWN_ROWS.digest(X, y) if sample_weight is None else None) or digest_arrays(X, y, sample_weight)
         # The rows' own digest, which the fold run's dataset input names (tracking/datasets.py).
         self.rows_digest_ = digest if sample_weight is None else digest_arrays(X, y, None)
         self.fit_key_ = None
@@ -341,6 +343,10 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
             raise ValueError("X has 0 rows; predict needs at least 1")
         if X.shape[1:] != tuple(self.X_shape_[1:]):
             raise ValueError(f"X has rows of shape {X.shape[1:]}; the estimator was fit on {tuple(self.X_shape_[1:])}")
+        if getattr(self, "from_store_", False) and self.fit_key_ is not None:
+            held = OUTPUTS.take(self.fit_key_, X)  # its fused group's outputs on these very rows
+            if held is not None:
+                return held
         X = self.feature_encoder_.transform(X)
         rows = getattr(self, "predict__batch_size", None) or PREDICT_ROWS
         count = len(X)

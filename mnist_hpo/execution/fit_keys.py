@@ -54,6 +54,50 @@ def digest_arrays(*arrays: np.ndarray | None) -> str:
     return digest.hexdigest()
 
 
+class KnownRows:
+    """The latest fit plan's splits: a fit on rows equal to a split's takes its digest instead of hashing again.
+
+    Comparing a fit's rows with a split's costs a tenth of hashing them (0.7 against 7 ms for 4,000
+    images here), and the fit plan hashed every split once. Only references are held: the search's
+    ``X`` and ``y`` and each split's row indices; rows compare in chunks, never copied whole.
+    """
+
+    CHUNK = 4096  # rows compared at a time
+
+    def __init__(self) -> None:
+        self.x: np.ndarray | None = None
+        self.y: np.ndarray | None = None
+        self.splits: list[tuple[np.ndarray, str]] = []  # (training row indices, their digest)
+
+    def remember(self, X: np.ndarray, y: np.ndarray, splits: Sequence[tuple[np.ndarray, str]]) -> None:
+        """Know ``splits`` of ``(X, y)``, each as (row indices, ``digest_arrays(X[rows], y[rows], None)``)."""
+        self.x, self.y, self.splits = X, y, list(splits)
+
+    def digest(self, X: np.ndarray, y: np.ndarray) -> str | None:
+        """``digest_arrays(X, y, None)`` when ``(X, y)`` equal a known split's rows (dtype and shape too), else None."""
+        if self.x is None or self.y is None or not isinstance(X, np.ndarray) or not isinstance(y, np.ndarray):
+            return None
+        if (X.dtype, X.shape[1:], y.dtype, y.shape[1:]) != (
+            self.x.dtype,
+            self.x.shape[1:],
+            self.y.dtype,
+            self.y.shape[1:],
+        ):
+            return None
+        for rows, digest in self.splits:
+            if len(rows) != len(X) or not np.array_equal(self.y[rows], y):
+                continue
+            if all(
+                np.array_equal(self.x[rows[at : at + self.CHUNK]], X[at : at + self.CHUNK])
+                for at in range(0, len(rows), self.CHUNK)
+            ):
+                return digest
+        return None
+
+
+KNOWN_ROWS = KnownRows()  # the process' own: the fit plan remembers, the estimator asks
+
+
 def fit_key(params: Mapping[str, Any], backend: str, versions: Mapping[str, str], *arrays: np.ndarray | None) -> str:
     """The store key of one fit: SHA-256 of everything that decides what it learns.
 

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from sklearn.base import clone
 
-from mnist_hpo.execution.fit_keys import digest_arrays, key_from_digest, numerics_versions
+from mnist_hpo.execution.fit_keys import KNOWN_ROWS, digest_arrays, key_from_digest, numerics_versions
 from mnist_hpo.search.strategies import SearchCV, candidate_params
 
 
@@ -21,6 +21,7 @@ class Split:
     index: int  # the split's index in cv_results_ (repeat * folds + fold)
     train: np.ndarray
     digest: str  # fit_keys.digest_arrays of the training rows (X, y, no sample weights)
+    test: np.ndarray  # the rows the search scores each fit on
 
 
 @dataclass(frozen=True)
@@ -39,11 +40,16 @@ class PlannedFit:
 
 
 def plan_splits(search: SearchCV, X: np.ndarray, y: np.ndarray) -> tuple[Split, ...]:
-    """The search's splits (``cv.split``), each split's training rows hashed once."""
-    return tuple(
-        Split(index, train, digest_arrays(X[train], y[train], None))
-        for index, (train, _) in enumerate(search.cv.split(X, y))
+    """The search's splits (``cv.split``), each split's training rows hashed once.
+
+    Remembered (``fit_keys.KNOWN_ROWS``), so the search's own fits on them take these digests.
+    """
+    splits = tuple(
+        Split(index, train, digest_arrays(X[train], y[train], None), test)
+        for index, (train, test) in enumerate(search.cv.split(X, y))
     )
+    KNOWN_ROWS.remember(X, y, [(split.train, split.digest) for split in splits])
+    return splits
 
 
 @dataclass(frozen=True)
@@ -52,6 +58,7 @@ class FitPlan:
 
     fits: tuple[PlannedFit, ...]
     splits: tuple[Split, ...]
+    score_train: bool = False  # the search scores each fit on its training rows too (return_train_score)
 
     @classmethod
     def of(
@@ -78,4 +85,4 @@ class FitPlan:
             for split in splits:
                 key = key_from_digest(result_params, backend, versions, split.digest)
                 fits.append(PlannedFit(candidate, split, dict(params), key))
-        return cls(tuple(fits), splits)
+        return cls(tuple(fits), splits, bool(getattr(search, "return_train_score", False)))

@@ -61,7 +61,7 @@ LINEAR_IN_LEARNING_RATE = (
 EVALUATIONS: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
 EVALUATIONS_KEPT = 4
 # A trainer's members' values, which a cached validation pass must not keep alive (Trainer.stateless).
-STATE_ATTRIBUTES = ("trainable", "non_trainable", "optimizer", "initial_optimizer", "epoch", "evaluate")
+STATE_ATTRIBUTES = ("trainable", "non_trainable", "optimizer", "initial_optimizer", "epoch", "evaluate", "predict")
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,7 @@ class MemberFit:
     weights: list[np.ndarray]
     history: dict[str, list[float]]
     error: str | None = None
+    outputs: tuple[np.ndarray, ...] = ()  # its outputs ``[rows, classes]`` on each of fit's ``score`` arrays
 
 
 def per_sample_loss(model: keras.Model) -> Callable[[Any, Any], Any] | None:
@@ -165,13 +166,19 @@ def loss_kinds(models: Sequence[keras.Model], sparse: Sequence[bool]) -> list[Lo
 class Trainer:
     """Trains the members of one :class:`FusedModel` together, fold after fold, from their initial state."""
 
-    def __init__(self, fused: FusedModel, models: Sequence[keras.Model], sparse: Sequence[bool]) -> None:
+    def __init__(
+        self, fused: FusedModel, models: Sequence[keras.Model], sparse: Sequence[bool], micro: int | None = None
+    ) -> None:
         """Args:
         fused: The members as one function of their parameters.
         models: The members' compiled Keras models (their losses and optimizer settings).
         sparse: Per member, whether its targets are class indices (else one-hot rows).
+        micro: Rows per micro-step when steps are run as micro-steps whose gradients add up
+            (batches.BatchOrder.micro_layout): one compiled program then serves every batch size it
+            divides. None: each iteration is a whole step, and the program serves one batch size.
         """
         self.fused = fused
+        self.micro = micro
         self.kinds = loss_kinds(models, sparse)
         self.all_members = tuple(range(len(models)))
         self.optimizer_class = type(models[0].optimizer)
@@ -185,9 +192,50 @@ class Trainer:
         """A fresh optimizer with the members' class and settings."""
         return self.optimizer_class.from_config(self.optimizer_config)
 
-    def fit(self, x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder, epochs: int) -> list[MemberFit]:
-        """Train every member from its initial state on ``x`` (each with its own ``targets``) in ``order``."""
+    def fit(
+        self,
+        x: np.ndarray,
+        targets: Sequence[np.ndarray],
+        order: BatchOrder,
+        epochs: int,
+        score: Sequence[np.ndarray] = (),
+    ) -> list[MemberFit]:
+        """Train every member from its initial state on ``x`` (each with its own ``targets``) in ``order``.
+
+        ``score``: arrays of rows each trained member's outputs are wanted on (``MemberFit.outputs``).
+        """
         raise NotImplementedError
+
+    def compile_predict(self) -> Callable[..., Any]:
+        """:meth:`predict_fn` compiled by the backend."""
+        raise NotImplementedError
+
+    def predict_fn(self, trainable: Any, non_trainable: Any, x: Any) -> Any:
+        """Every member's outputs on ``x``, ``[rows, members, classes]``: what each one's Keras ``predict`` returns."""
+        outputs, _, _ = self.fused.forward(trainable, non_trainable, x, False)
+        if self.fused.wide:  # the head's softmax, as member_losses applies it
+            return keras.activations.softmax(outputs, axis=-1)
+        return keras.ops.stack(outputs, axis=1)
+
+    def outputs(self, trainable: Any, non_trainable: Any, score: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
+        """Per member, its outputs on each array of ``score``, in chunks of :data:`VALIDATION_CHUNK` rows.
+
+        The last chunk is padded with zero rows (rows are independent in inference): one input shape.
+        """
+        if not score:
+            return [[] for _ in range(self.fused.members)]
+        if getattr(self, "predict", None) is None:
+            self.predict = self.compile_predict()
+        per_array = []
+        for x in score:
+            chunk = min(VALIDATION_CHUNK, len(x))
+            padded = np.concatenate([x, np.zeros((-len(x) % chunk, *x.shape[1:]), x.dtype)])
+            parts = [
+                np.asarray(self.predict(trainable, non_trainable, padded[at : at + chunk]))
+                for at in range(0, len(padded), chunk)
+            ]
+            per_array.append(np.concatenate(parts)[: len(x)])
+        return [[np.ascontiguousarray(array[:, member]) for array in per_array] for member in range(self.fused.members)]
 
     def evaluation(self, *options: Hashable) -> Callable[..., Any]:
         """The compiled validation pass (:meth:`evaluate_fn`), shared by trainers of equal structure.
@@ -322,14 +370,18 @@ class Trainer:
 
     @staticmethod
     def results(
-        weights: list[list[np.ndarray]], histories: list[dict[str, list[float]]], failed: list[int | None]
+        weights: list[list[np.ndarray]],
+        histories: list[dict[str, list[float]]],
+        failed: list[int | None],
+        outputs: list[list[np.ndarray]],
     ) -> list[MemberFit]:
-        """One :class:`MemberFit` per member."""
+        """One :class:`MemberFit` per member (a failed one without outputs)."""
         return [
             MemberFit(
                 weights[member],
                 histories[member],
                 None if epoch is None else f"training loss became non-finite at epoch {epoch + 1}",
+                tuple(outputs[member]) if epoch is None else (),
             )
             for member, epoch in enumerate(failed)
         ]

@@ -41,8 +41,10 @@ class TensorFlowTrainer(Trainer):
     TensorFlow optimizers update variables in place (``stateless_apply`` raises on this backend).
     """
 
-    def __init__(self, fused: FusedModel, models: Sequence[keras.Model], sparse: Sequence[bool]) -> None:
-        super().__init__(fused, models, sparse)
+    def __init__(
+        self, fused: FusedModel, models: Sequence[keras.Model], sparse: Sequence[bool], micro: int | None = None
+    ) -> None:
+        super().__init__(fused, models, sparse, micro)
         self.trainable = [keras.Variable(value) for value in fused.trainable]
         self.non_trainable = [keras.Variable(value, trainable=False) for value in fused.non_trainable]
         self.optimizer = self.new_optimizer()
@@ -66,8 +68,12 @@ class TensorFlowTrainer(Trainer):
         for variable, value in zip(self.optimizer.variables, self.initial_optimizer, strict=True):
             variable.assign(value)
 
-    def step(self, xb: Any, yb: Any, weight: Any, alive: Any) -> tuple[Any, Any, Any]:
-        """One optimizer step of every member; returns (alive after it, losses, correct counts)."""
+    def step(self, xb: Any, yb: Any, weight: Any, alive: Any, fraction: Any = 1.0) -> tuple[Any, ...]:
+        """Every member's gradients on one (micro-)step; returns (them, alive after it, losses, correct counts).
+
+        Each member's loss is its mean over the step's real rows; a micro-step's is weighted by ``fraction``,
+        its share of its step's rows, so the micro-steps' gradients sum to the step's.
+        """
         with tf.GradientTape() as tape:
             values = [variable.value for variable in self.trainable]
             tape.watch(values)
@@ -75,34 +81,52 @@ class TensorFlowTrainer(Trainer):
                 values, [variable.value for variable in self.non_trainable], xb, True
             )
             losses, corrects = self.member_losses(probabilities, regularisation, yb, weight)
-            total = tf.reduce_sum(tf.where(alive, losses, 0.0))
+            total = tf.reduce_sum(tf.where(alive, losses, 0.0)) * fraction
         grads = tape.gradient(total, values)
         grads = [tf.zeros_like(value) if grad is None else grad for grad, value in zip(grads, values, strict=True)]
+        for variable, value in zip(self.non_trainable, non_trainable, strict=True):
+            variable.assign(value)
+        return grads, tf.logical_and(alive, tf.math.is_finite(losses)), losses, corrects
+
+    def update(self, grads: list[Any]) -> None:
+        """One optimizer update of every member from ``grads``, each at its own learning rate."""
+        values = [variable.value for variable in self.trainable]
         before = None if self.scales is None else [tf.identity(value) for value in values]  # read before the step
         self.optimizer.apply_gradients(zip(grads, self.trainable, strict=True))
         if before is not None:  # each member's own learning rate times the step taken at rate 1
             for variable, value, scale in zip(self.trainable, before, self.scales, strict=True):
                 variable.assign(value + scale * (variable.value - value))
-        ok = tf.logical_and(alive, tf.math.is_finite(losses))
-        for variable, value in zip(self.non_trainable, non_trainable, strict=True):
-            variable.assign(value)
-        return ok, losses, corrects
 
-    def epoch_fn(self, alive: Any, x: Any, ys: Any, index: Any, weight: Any) -> Any:
-        """One epoch of every member: the loop of its steps; returns (alive after it, loss and correct sums)."""
+    def epoch_fn(self, alive: Any, x: Any, ys: Any, index: Any, weight: Any, fraction: Any, ends: Any) -> Any:
+        """One epoch of every member: the loop of its (micro-)steps; returns (alive after it, loss and correct sums).
 
-        def body(step: Any, alive: Any, sums: Any) -> Any:
+        Without micro-steps each iteration is a step; with them, gradients add up until the step's last
+        micro-step (``ends``), which applies the update.
+        """
+        zeros = [tf.zeros_like(variable.value) for variable in self.trainable] if self.micro else []
+
+        def body(step: Any, alive: Any, sums: Any, pending: Any) -> Any:
             rows = tf.gather(index, step)
             yb = [tf.gather(y, rows) for y in ys]
-            ok, losses, corrects = self.step(tf.gather(x, rows), yb, weight[step], alive)
+            grads, ok, losses, corrects = self.step(tf.gather(x, rows), yb, weight[step], alive, fraction[step])
+            if self.micro:
+                pending = [total + grad for total, grad in zip(pending, grads, strict=True)]
+
+                def apply() -> list[Any]:
+                    self.update(pending)
+                    return list(zeros)
+
+                pending = tf.cond(ends[step], apply, lambda: list(pending))
+            else:
+                self.update(grads)
             count = tf.reduce_sum(weight[step])
             sums = sums + tf.stack([tf.where(alive, losses, np.nan) * count, corrects], axis=1)
-            return step + 1, ok, sums
+            return step + 1, ok, sums, pending
 
-        _, alive, sums = tf.while_loop(
+        _, alive, sums, _ = tf.while_loop(
             lambda step, *_: step < tf.shape(index)[0],
             body,
-            (tf.constant(0), alive, tf.zeros((self.fused.members, 2), dtype=tf.float32)),
+            (tf.constant(0), alive, tf.zeros((self.fused.members, 2), dtype=tf.float32), zeros),
         )
         return alive, sums
 
@@ -124,7 +148,17 @@ class TensorFlowTrainer(Trainer):
         )
         return totals
 
-    def fit(self, x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder, epochs: int) -> list[MemberFit]:
+    def compile_predict(self) -> Any:
+        return tf.function(self.predict_fn, jit_compile=self.xla, autograph=False)
+
+    def fit(
+        self,
+        x: np.ndarray,
+        targets: Sequence[np.ndarray],
+        order: BatchOrder,
+        epochs: int,
+        score: Sequence[np.ndarray] = (),
+    ) -> list[MemberFit]:
         """Train every member from its initial state; one compiled call per epoch."""
         targets = self.kind_targets(targets)
         self.reset()
@@ -135,9 +169,10 @@ class TensorFlowTrainer(Trainer):
         nothing = np.zeros((self.fused.members, 2), np.float32)
 
         def epoch_call(epoch: int) -> tuple[Any, Any, Any]:
-            index, weight = order.steps_layout(epoch)
+            steps = order.micro_layout(epoch, self.micro or order.batch_size)
+            layout = (steps.indices, steps.weights, steps.fraction, steps.ends)
             with op_determinism(self.deterministic):
-                state["alive"], sums = self.epoch(state["alive"], *data, tf.constant(index), tf.constant(weight))
+                state["alive"], sums = self.epoch(state["alive"], *data, *(tf.constant(part) for part in layout))
                 totals = nothing
                 if order.rows > order.train_rows:
                     trainable = [variable.value for variable in self.trainable]
@@ -146,7 +181,8 @@ class TensorFlowTrainer(Trainer):
             return state["alive"], sums, totals
 
         histories, failed = self.run_epochs(epoch_call, order, epochs)
-        weights = self.fused.member_weights(
-            [variable.numpy() for variable in self.trainable], [variable.numpy() for variable in self.non_trainable]
-        )
-        return self.results(weights, histories, failed)
+        trainable = [variable.numpy() for variable in self.trainable]
+        non_trainable = [variable.numpy() for variable in self.non_trainable]
+        with op_determinism(self.deterministic):
+            outputs = self.outputs(trainable, non_trainable, score)
+        return self.results(self.fused.member_weights(trainable, non_trainable), histories, failed, outputs)
