@@ -39,6 +39,7 @@ import numpy as np
 from mnist_hpo.execution.batches import BatchOrder
 from mnist_hpo.execution.fused_model import FusedModel
 
+Rows = Sequence[np.ndarray]  # arrays of input rows, each scored by every member
 VALIDATION_CHUNK = 1024  # validation rows per compiled evaluation step
 BACKENDS = ("tensorflow", "jax")
 OPTIMIZER_MIXERS = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "gradient_accumulation_steps")
@@ -193,12 +194,7 @@ class Trainer:
         return self.optimizer_class.from_config(self.optimizer_config)
 
     def fit(
-        self,
-        x: np.ndarray,
-        targets: Sequence[np.ndarray],
-        order: BatchOrder,
-        epochs: int,
-        score: Sequence[np.ndarray] = (),
+        self, x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder, epochs: int, score: Rows = ()
     ) -> list[MemberFit]:
         """Train every member from its initial state on ``x`` (each with its own ``targets``) in ``order``.
 

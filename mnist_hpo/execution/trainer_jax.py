@@ -12,7 +12,7 @@ import numpy as np
 
 from mnist_hpo.execution.batches import BatchOrder
 from mnist_hpo.execution.fused_model import FusedModel
-from mnist_hpo.execution.trainer import MemberFit, Trainer
+from mnist_hpo.execution.trainer import MemberFit, Rows, Trainer
 
 
 class JaxTrainer(Trainer):
@@ -101,12 +101,7 @@ class JaxTrainer(Trainer):
         return jax.jit(self.predict_fn)
 
     def fit(
-        self,
-        x: np.ndarray,
-        targets: Sequence[np.ndarray],
-        order: BatchOrder,
-        epochs: int,
-        score: Sequence[np.ndarray] = (),
+        self, x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder, epochs: int, score: Rows = ()
     ) -> list[MemberFit]:
         """Train every member from its initial state; one compiled call per epoch."""
         targets = self.kind_targets(targets)

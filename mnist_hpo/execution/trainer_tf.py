@@ -14,7 +14,7 @@ from tensorflow.python.framework import config as tf_config
 from mnist_hpo.environment.runtime import deterministic_asked
 from mnist_hpo.execution.batches import BatchOrder
 from mnist_hpo.execution.fused_model import FusedModel
-from mnist_hpo.execution.trainer import MemberFit, Trainer
+from mnist_hpo.execution.trainer import MemberFit, Rows, Trainer
 
 
 @contextmanager
@@ -152,12 +152,7 @@ class TensorFlowTrainer(Trainer):
         return tf.function(self.predict_fn, jit_compile=self.xla, autograph=False)
 
     def fit(
-        self,
-        x: np.ndarray,
-        targets: Sequence[np.ndarray],
-        order: BatchOrder,
-        epochs: int,
-        score: Sequence[np.ndarray] = (),
+        self, x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder, epochs: int, score: Rows = ()
     ) -> list[MemberFit]:
         """Train every member from its initial state; one compiled call per epoch."""
         targets = self.kind_targets(targets)
