@@ -17,6 +17,7 @@ from sklearn.callback import ProgressBar
 from mnist_hpo.configuration.schema import Config, config_yaml
 from mnist_hpo.data.loading import MnistData
 from mnist_hpo.environment.provenance import Provenance, git_commit, model_requirements
+from mnist_hpo.execution.ahead import TrainingAhead
 from mnist_hpo.execution.estimator import MnistCNNClassifier, build_estimator, parameter_counts, training_times
 from mnist_hpo.execution.executors import temporary_fit_store, train_ahead
 from mnist_hpo.execution.fused import FusedReport
@@ -170,12 +171,18 @@ def fitted_search(
             ahead = train_ahead(search, data.x_train, data.y_train, cfg.execution, fit_store, batch_line(console))
         if isinstance(ahead, FusedReport):
             console.print(ahead.line())
-            if ahead.complete:  # nothing left to train: restoring here beats starting worker processes
-                search.set_params(n_jobs=1)
-        elif ahead and cfg.execution.fusion:
+        elif isinstance(ahead, str) and cfg.execution.fusion:
             console.print(f"fused training does not apply: {ahead}; each fit trains alone")
-        with fit_workers(cfg.execution):
-            search.fit(data.x_train, data.y_train)
+        if isinstance(ahead, TrainingAhead) or (isinstance(ahead, FusedReport) and ahead.complete):
+            search.set_params(n_jobs=1)  # every fit a restore: here, not in worker processes to start
+        try:
+            with fit_workers(cfg.execution):
+                search.fit(data.x_train, data.y_train)
+        finally:
+            if isinstance(ahead, TrainingAhead):  # training had ended unless the search failed: then it stops
+                ahead.cancel()
+        if isinstance(ahead, TrainingAhead):
+            console.print(ahead.finish().line())
         cv = build_cv(cfg.search, cfg.seed)
         trained_in = training_times(estimator, data.x_train, data.y_train, cv, search.cv_results_)
         result = summarize(search, data.x_test, data.y_test, sizes, cfg.search.alpha, cfg.search.rope, rule, trained_in)

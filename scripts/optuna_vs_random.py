@@ -55,6 +55,7 @@ def run_strategy(cfg: Any, strategy: str, sampler_seed: int, data: Any, store: P
     """One search of ``strategy``; its trials' mean CV scores in drawing order, and its wall time."""
     from dataclasses import replace
 
+    from mnist_hpo.execution.ahead import TrainingAhead
     from mnist_hpo.execution.estimator import build_estimator
     from mnist_hpo.execution.executors import train_ahead
     from mnist_hpo.search.space import build_space
@@ -67,8 +68,12 @@ def run_strategy(cfg: Any, strategy: str, sampler_seed: int, data: Any, store: P
     search = build_search(search_cfg, estimator, space, cfg.seed, refit=False)
     search.set_params(random_state=sampler_seed)  # the folds stay those of cfg.seed
     start = time.perf_counter()
-    train_ahead(search, data.x_train, data.y_train, cfg.execution, store)
-    search.fit(data.x_train, data.y_train)
+    ahead = train_ahead(search, data.x_train, data.y_train, cfg.execution, store)
+    try:
+        search.fit(data.x_train, data.y_train)  # in this process (n_jobs=1): each fit waits for its group
+    finally:
+        if isinstance(ahead, TrainingAhead):
+            ahead.cancel()
     wall = time.perf_counter() - start
     results = search.cv_results_
     order = results["trial"] if optuna else range(len(results["mean_test_score"]))

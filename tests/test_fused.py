@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections import Counter
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from sklearn.base import clone
 
 from mnist_hpo.configuration.schema import DataConfig, ExecutionConfig, ModelConfig
 from mnist_hpo.data.loading import load_data
+from mnist_hpo.execution.ahead import PendingFits
 from mnist_hpo.execution.batches import BatchOrder
 from mnist_hpo.execution.compiled import build_trainer
 from mnist_hpo.execution.estimator import build_estimator
@@ -211,3 +213,20 @@ def test_a_search_killed_mid_group_retrains_only_the_missing_members(tmp_path):
     fresh.mkdir()
     assert run_cli(*FUSED, cwd=fresh).returncode == 0
     pd.testing.assert_frame_equal(cv_scores(killed), cv_scores(fresh).loc[cv_scores(killed).index])
+
+
+def test_a_fit_waits_for_its_group_and_goes_on_when_the_training_thread_ends_without_it():
+    pending = PendingFits()
+    release = threading.Event()
+    thread = threading.Thread(target=release.wait)
+    pending.expect(["stored", "lost"], thread)
+    thread.start()
+    timer = threading.Timer(0.2, pending.settle, [["stored"]])
+    timer.start()
+    pending.wait("stored")  # returns once the group settles the key
+    assert "stored" not in pending.events
+    pending.wait("unplanned")  # a key no run expects: at once
+    release.set()  # the thread ends and never settles "lost": the fit stops waiting instead of hanging
+    thread.join()
+    pending.wait("lost")
+    assert not pending.events and not pending.running()

@@ -7,6 +7,7 @@ import logging
 import math
 import time
 from collections.abc import Callable, Mapping, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from sklearn.utils import ClassifierTags
 
 from mnist_hpo.configuration.choices import ONE_HOT_LOSSES
 from mnist_hpo.configuration.schema import ExecutionConfig, ModelConfig
+from mnist_hpo.execution.ahead import BUILD_LOCK, PENDING
 from mnist_hpo.execution.batches import BatchOrder
 from mnist_hpo.execution.compiled import build_trainer
 from mnist_hpo.execution.fit_keys import KNOWN_ROWS, describe, digest_arrays, key_from_digest, numerics_versions
@@ -194,6 +196,7 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
         stored = None
         if store is not None:
             self.fit_key_ = key_from_digest(self.result_params(), backend, numerics_versions(backend), digest)
+            PENDING.wait(self.fit_key_)  # a fused group training it in this process' background stores it first
             stored = store.load(self.fit_key_)
         if stored is not None and not self.restore(X, y, stored.weights, stored.history):
             stored = None
@@ -215,7 +218,8 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
         finished = False
         started = time.perf_counter()
         try:
-            self.train(X, y, sample_weight, digest, **kwargs)
+            with BUILD_LOCK if PENDING.running() else nullcontext():  # no compile beside background training
+                self.train(X, y, sample_weight, digest, **kwargs)
             self._raise_if_diverged()
             finished = True
         except Exception as error:
@@ -294,7 +298,8 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
 
         Returns False (and the fit is trained instead) when the weights do not fit this model.
         """
-        self.initialize(X, y)
+        with BUILD_LOCK:  # scikeras switches TensorFlow's process-wide op determinism around the build
+            self.initialize(X, y)
         try:
             self.model_.set_weights(weights)
         except ValueError as error:

@@ -1,8 +1,9 @@
 """Executors: what makes a search's planned fits present before scikit-learn asks for them.
 
 The search itself always runs as scikit-learn runs it (``search.fit``), in loky or Ray workers
-(execution/workers.py). With ``execution.fusion`` (the default) the fused executor first trains the
-plan's missing fits in groups into the fit store, so every fit the search then makes is a restore.
+(execution/workers.py). With ``execution.fusion`` (the default) the fused executor trains the plan's
+missing fits in groups into the fit store, ahead of the search (in a background thread while the
+search restores what is done), so every fit the search makes is a restore.
 Where fusion does not apply, nothing is trained ahead and the workers train each fit alone.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from mnist_hpo.configuration.schema import ExecutionConfig
+from mnist_hpo.execution.ahead import TrainingAhead
 from mnist_hpo.execution.fit_store import FitStore
 from mnist_hpo.execution.fused import FusedExecutor, FusedReport
 from mnist_hpo.execution.plan import FitPlan, plan_splits
@@ -49,9 +51,13 @@ def train_ahead(
     execution: ExecutionConfig,
     store: Path,
     on_batch: Callable[[FusedReport], None] | None = None,
-) -> FusedReport | str | None:
+) -> FusedReport | TrainingAhead | str | None:
     """Train the search's missing fits in fused groups into ``store``; the reason when fusion does not apply.
 
+    When the fused groups train every missing fit, they train in a background thread while the search
+    restores, in this process, each fit once its group is stored (execution/ahead.py): the
+    :class:`TrainingAhead` returned reports when finished. When some fits train alone, the groups
+    train first and the search's workers train the rest: the :class:`FusedReport` is returned.
     A search that asks for its candidates in batches (Optuna) trains each batch ahead when it asks
     (``before_batch``), reporting each to ``on_batch``; then this returns None. The search's
     estimator must already carry ``fit_store=store`` and a ``search_token``.
@@ -71,4 +77,9 @@ def train_ahead(
 
         search.set_params(before_batch=train_batch)
         return None
-    return executor.run(FitPlan.of(search, X, y), X, y)
+    plan = FitPlan.of(search, X, y)
+    groups = executor.prepare(plan, X, y)
+    if executor.report.unfused or not groups:
+        executor.train(groups, X, y)
+        return executor.finish(plan)
+    return TrainingAhead(executor, plan, groups, X, y).start()

@@ -24,7 +24,8 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -33,6 +34,7 @@ import numpy as np
 from sklearn.base import clone
 
 from mnist_hpo.configuration.choices import ONE_HOT_LOSSES
+from mnist_hpo.execution.ahead import BUILD_LOCK
 from mnist_hpo.execution.compiled import build_trainer
 from mnist_hpo.execution.fit_keys import describe
 from mnist_hpo.execution.fit_store import FitStore
@@ -109,8 +111,25 @@ def member_bytes(model: keras.Model, batch_size: int, chunk: int) -> int:
     return BYTES_PER_FLOAT * (ACTIVATION_COPIES * values * max(batch_size, chunk) + 4 * weights)
 
 
+@dataclass
+class Group:
+    """One fused group on one split: its fits, the members that train them, and the program they run."""
+
+    fits: list[PlannedFit]
+    members: list[Any]  # each fit's estimator, built and compiled
+    program: tuple  # the trainer's key: members' parameters (less the batch size when shared), classes, micro
+    micro: int | None
+    batch_size: int
+
+
 class FusedExecutor:
-    """Makes every planned fit present in the fit store, training the missing ones in fused groups."""
+    """Makes every planned fit present in the fit store, training the missing ones in fused groups.
+
+    Two phases: :meth:`prepare` builds every group's members (Keras models, drawn from the seeds:
+    in the calling thread, so no other thread's seeding can interleave), :meth:`train` trains the
+    groups and stores their members; it may run in another thread (execution/ahead.py), settling
+    each group's fit keys as it goes.
+    """
 
     def __init__(self, estimator: Any, store: FitStore, budget_mb: int, token: str | None = None) -> None:
         """Args:
@@ -123,15 +142,27 @@ class FusedExecutor:
         self.store = store
         self.budget = budget_mb * 2**20
         self.token = token or uuid.uuid4().hex
-        # By program (the members' parameters, the classes, the micro-step size): the trainer, its members.
-        self.trainers: dict[tuple, tuple[Trainer, list[Any]]] = {}
+        self.report = FusedReport()
         self.score_train = False  # the plan's: outputs on the training rows are wanted too
         self.test_rows: dict[int, np.ndarray] = {}  # each split's test rows, one array for all its members
 
     def run(self, plan: FitPlan, X: np.ndarray, y: np.ndarray) -> FusedReport:
-        """Train every planned fit the store does not hold; return what was done."""
+        """Train every planned fit the store does not hold, here and now; return what was done."""
+        self.train(self.prepare(plan, X, y), X, y)
+        return self.finish(plan)
+
+    def finish(self, plan: FitPlan) -> FusedReport:
+        """The report, with whether every planned fit is now stored."""
+        self.report.complete = all(self.store.path(fit.key).exists() for fit in plan.fits)
+        return self.report
+
+    def prepare(self, plan: FitPlan, X: np.ndarray, y: np.ndarray) -> list[Group]:
+        """The groups that train the plan's missing fits, members built, in the order the search needs them.
+
+        Fits no group can train are counted in ``report.unfused`` (the search trains them alone).
+        """
         started = time.perf_counter()
-        report = FusedReport()
+        self.report = FusedReport()
         OUTPUTS.clear()
         self.score_train = plan.score_train
         self.test_rows = {split.index: X[split.test] for split in plan.splits}
@@ -140,6 +171,8 @@ class FusedExecutor:
         for fit in pending:
             params = clone(self.estimator).set_params(**fit.params).result_params()
             families[family_key(params)][int(params["batch_size"])].append(fit)
+        built: dict[tuple, list[Any]] = {}  # members by parameters less the batch size: one set per family
+        groups = []
         for family in families.values():
             work = {size: self.work(fits, X) for size, fits in family.items()}
             micro = shared_micro(work, self.row_by_row(next(iter(family.values()))[0], X, y))
@@ -150,12 +183,39 @@ class FusedExecutor:
                 for split_fits in by_split.values():
                     # Members with the same activation side by side: the wide form activates each run at once.
                     split_fits.sort(key=lambda fit: describe(fit.params.get("model__activation")))
-                    self.train_group(split_fits, X, y, report, micro[size])
-            # Let the members go: the model cache hands their compiled models to the next family's members.
-            self.trainers.clear()
-        report.seconds = time.perf_counter() - started
-        report.complete = all(self.store.path(fit.key).exists() for fit in plan.fits)
-        return report
+                    groups += self.groups_of(split_fits, X, y, micro[size], size, built)
+        self.report.seconds += time.perf_counter() - started
+        # The search asks for its fits candidate by candidate, each split in turn.
+        return sorted(groups, key=lambda group: (min(fit.candidate for fit in group.fits), group.fits[0].split.index))
+
+    def groups_of(
+        self, fits: list[PlannedFit], X: np.ndarray, y: np.ndarray, micro: int | None, size: int, built: dict
+    ) -> list[Group]:
+        """The groups (one, or budget-sized parts) that train ``fits`` of one batch size on one split.
+
+        Members serve every split and every batch size of their family (their initial weights depend
+        on the seed, the architecture and the classes, not on the rows; the batch size is a fit-time
+        parameter, so their built models are the same, as the model cache takes them to be).
+        """
+        split = fits[0].split
+        x_train, y_train = X[split.train], y[split.train]
+        classes = tuple(np.unique(y_train).tolist())
+        params = [clone(self.estimator).set_params(**fit.params).result_params() for fit in fits]
+        shared = tuple(describe({k: v for k, v in p.items() if k != "batch_size"}) for p in params)
+        if (shared, classes) not in built:
+            built[(shared, classes)] = self.members(fits, x_train, y_train)
+        members = built[(shared, classes)]
+        reason = next((r for r in (unfusable_reason(member.model_) for member in members) if r), None)
+        if reason is not None:
+            self.report.unfused[reason] = self.report.unfused.get(reason, 0) + len(fits)
+            return []
+        limit = max(1, int(self.budget // max(member_bytes(members[0].model_, micro or size, 1024), 1)))
+        groups = []
+        for start in range(0, len(fits), limit):
+            part = slice(start, start + limit)
+            program = (shared[part] if micro else tuple(describe(p) for p in params[part]), classes, micro)
+            groups.append(Group(fits[part], members[part], program, micro, size))
+        return groups
 
     def work(self, fits: Sequence[PlannedFit], X: np.ndarray) -> int:
         """Member-rows of ``fits``: each one's training rows times its epochs."""
@@ -174,39 +234,45 @@ class FusedExecutor:
         """Each fit's estimator, built and compiled as its own fit would start (scikeras' ``initialize``)."""
         return [clone(self.estimator).set_params(**fit.params).prepare(x_train, y_train) for fit in fits]
 
-    def train_group(
-        self, fits: list[PlannedFit], X: np.ndarray, y: np.ndarray, report: FusedReport, micro: int | None
+    def train(
+        self,
+        groups: Sequence[Group],
+        X: np.ndarray,
+        y: np.ndarray,
+        settle: Callable[[Sequence[str]], None] | None = None,
+        stop: Callable[[], bool] | None = None,
     ) -> None:
-        """Train the fits of one group on one split (in budget-sized parts) and store each member.
+        """Train ``groups`` in order and store each member; ``settle`` hears each group's fit keys once done.
 
-        The trainer and the members it was built from serve every split of the same members (their
-        initial weights depend on the seed, the architecture and the classes, not on the rows) and,
-        run in micro-steps of ``micro`` rows, every batch size of their family (:func:`shared_micro`):
-        the batch size is a fit-time parameter, so their built models are the same (as the model cache
-        takes them to be).
+        A trainer serves every group of its program; it is let go after its last group. ``stop`` is
+        asked before each group (a cancelled search).
         """
+        started = time.perf_counter()
+        last = {group.program: index for index, group in enumerate(groups)}
+        trainers: dict[tuple, Trainer] = {}
+        for index, group in enumerate(groups):
+            if stop is not None and stop():
+                break
+            fresh = group.program not in trainers
+            if fresh:
+                sparse = [member.loss not in ONE_HOT_LOSSES for member in group.members]
+                models = [member.model_ for member in group.members]
+                trainers[group.program] = build_trainer(models, sparse, micro=group.micro)
+            with BUILD_LOCK if fresh else nullcontext():  # its programs' first calls trace and compile
+                self.train_group(trainers[group.program], group, X, y)
+            if last[group.program] == index:
+                del trainers[group.program]
+            group.members = []  # its own list: the members go once every group of their family has trained
+            if settle is not None:
+                settle([fit.key for fit in group.fits])
+        self.report.seconds += time.perf_counter() - started
+
+    def train_group(self, trainer: Trainer, group: Group, X: np.ndarray, y: np.ndarray) -> None:
+        """Train one group on its split and store each member (a failed one is left to the search)."""
+        report, fits, members = self.report, group.fits, group.members
         split = fits[0].split
         x_train, y_train = X[split.train], y[split.train]
-        classes = tuple(np.unique(y_train).tolist())
-        params = [clone(self.estimator).set_params(**fit.params).result_params() for fit in fits]
-        batch_size = int(params[0]["batch_size"])
-        program = tuple(describe({k: v for k, v in p.items() if micro is None or k != "batch_size"}) for p in params)
-        trainer_key = (program, classes, micro)
-        if trainer_key not in self.trainers:
-            members = self.members(fits, x_train, y_train)
-            reason = next((r for r in (unfusable_reason(member.model_) for member in members) if r), None)
-            if reason is not None:
-                report.unfused[reason] = report.unfused.get(reason, 0) + len(fits)
-                return
-            size = max(1, int(self.budget // max(member_bytes(members[0].model_, micro or batch_size, 1024), 1)))
-            if len(fits) > size:
-                for start in range(0, len(fits), size):
-                    self.train_group(fits[start : start + size], X, y, report, micro)
-                return
-            sparse = [member.loss not in ONE_HOT_LOSSES for member in members]
-            self.trainers[trainer_key] = (build_trainer([m.model_ for m in members], sparse, micro=micro), members)
-        trainer, members = self.trainers[trainer_key]
-        order = replace(members[0].batch_order(len(x_train), split.digest), batch_size=batch_size)
+        order = replace(members[0].batch_order(len(x_train), split.digest), batch_size=group.batch_size)
         targets = [member.target_encoder_.transform(y_train) for member in members]
         # The rows the search scores each fit on: the group's outputs on them are what it would predict.
         score = [self.test_rows[split.index], *([x_train] if self.score_train else [])]
@@ -214,17 +280,17 @@ class FusedExecutor:
         results = trainer.fit(x_train, targets, order, members[0].epochs, score)
         share = (time.perf_counter() - started) / len(fits)
         report.groups += 1
-        group = f"{self.token[:8]}-{report.groups}"
+        name = f"{self.token[:8]}-{report.groups}"
         for fit, member, result in zip(fits, members, results, strict=True):
             if result.error is not None:
                 report.failed += 1
-                log.info("fused group %s: candidate %d, split %d: %s", group, fit.candidate, split.index, result.error)
+                log.info("fused group %s: candidate %d, split %d: %s", name, fit.candidate, split.index, result.error)
                 continue
             meta = {
                 "fit_time_s": share,
                 "classes": member.classes_.tolist(),
                 "samples": len(x_train),
-                "fused_group": group,
+                "fused_group": name,
                 "fused_members": len(fits),
                 "trained_by": self.token,
             }

@@ -14,6 +14,7 @@ of the same weights as Keras computes, up to float rounding.
 
 from __future__ import annotations
 
+import threading
 from collections import OrderedDict
 
 import numpy as np
@@ -26,38 +27,43 @@ class Outputs:
 
     def __init__(self, budget_bytes: int = OUTPUTS_BUDGET_BYTES) -> None:
         self.budget = budget_bytes
+        self.lock = threading.Lock()  # a background run puts while the search takes (execution/ahead.py)
         self.held: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
         self.bytes = 0
 
     def put(self, key: str, rows: np.ndarray, outputs: np.ndarray) -> None:
         """Hold ``outputs`` of the fit ``key`` on ``rows`` (the array the search will pass, or an equal one)."""
         slot = (key, len(rows))
-        self.drop(slot)
-        self.held[slot] = (rows, outputs)
-        self.bytes += outputs.nbytes
-        while self.bytes > self.budget and self.held:
-            self.drop(next(iter(self.held)))
+        with self.lock:
+            self.drop(slot)
+            self.held[slot] = (rows, outputs)
+            self.bytes += outputs.nbytes
+            while self.bytes > self.budget and self.held:
+                self.drop(next(iter(self.held)))
 
     def take(self, key: str, rows: np.ndarray) -> np.ndarray | None:
         """The outputs of fit ``key`` on rows equal to ``rows``, no longer held; None when there are none."""
         slot = (key, len(rows))
-        held = self.held.get(slot)
-        if held is None:
-            return None
-        if held[0].shape != rows.shape or held[0].dtype != rows.dtype or not np.array_equal(held[0], rows):
-            return None
-        self.drop(slot)
+        with self.lock:
+            held = self.held.get(slot)
+            if held is None:
+                return None
+            if held[0].shape != rows.shape or held[0].dtype != rows.dtype or not np.array_equal(held[0], rows):
+                return None
+            self.drop(slot)
         return held[1]
 
     def drop(self, slot: tuple[str, int]) -> None:
+        """Forget one entry (the caller holds the lock)."""
         held = self.held.pop(slot, None)
         if held is not None:
             self.bytes -= held[1].nbytes
 
     def clear(self) -> None:
         """Forget everything held (a new search's executor starts here)."""
-        self.held.clear()
-        self.bytes = 0
+        with self.lock:
+            self.held.clear()
+            self.bytes = 0
 
 
 OUTPUTS = Outputs()  # the process' own: the fused executor puts, the estimator takes
