@@ -25,6 +25,7 @@ from mlflow_tree import runs_by_level
 from mnist_hpo.data.loading import load_data
 from mnist_hpo.environment.provenance import Provenance, package_versions
 from mnist_hpo.tracking.model_log import PICKLE_NOTICE, pickle_notice_hidden
+from mnist_hpo.tracking.records import SearchRecords
 from mnist_hpo.tracking.search_run import SearchRun, SearchRunSpec
 from mnist_hpo.tracking.store import Store
 
@@ -161,7 +162,7 @@ def test_logging_the_model_drops_mlflows_pickle_notice_and_nothing_else(smoke_ru
         with SearchRun(store, spec) as search:
             with pickle_notice_hidden():
                 logging.getLogger("mlflow.sklearn").warning("another mlflow.sklearn warning")
-            search.log_model(estimator, images)
+            SearchRecords(search).model(estimator, images)
         during = records.messages()
         # And MLflow saves a cloudpickled model elsewhere, outside the filter
         plain = str(tmp_path / "plain")

@@ -1,8 +1,10 @@
-"""The MLflow search run: its params and tags, its children's results, artifacts and model."""
+"""The MLflow search run: opened (or resumed) with its params and tags, closed whatever happens.
+
+What it records once the search has its results is tracking/records.py.
+"""
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,48 +13,31 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from mlflow.entities import Metric, RunStatus, RunTag
+from mlflow.entities import RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from mnist_hpo.configuration.schema import ConfigError
 from mnist_hpo.data.loading import MnistData
 from mnist_hpo.environment.provenance import Provenance
 from mnist_hpo.search.evaluation import SearchResult
-from mnist_hpo.search.selection import COMPARISON_COLUMNS
 from mnist_hpo.tracking.datasets import DataOrigin, log_inputs, search_inputs
-from mnist_hpo.tracking.fold_logger import FoldLogger, candidate_key, params_batch
+from mnist_hpo.tracking.fold_logger import FoldLogger, params_batch
 from mnist_hpo.tracking.limits import tag_value
-from mnist_hpo.tracking.model_log import log_best_model
+from mnist_hpo.tracking.records import SearchRecords
 from mnist_hpo.tracking.redaction import redact
 from mnist_hpo.tracking.runs import (
-    BEST,
-    BEST_CANDIDATE,
     BEST_PARAMS,
     CANDIDATE,
     ERROR,
-    FAILED,
-    FAILED_FITS,
-    ITERATION,
-    ITERATION_REACHED,
     LEVEL,
-    LOST,
-    MAX_TEXT,
-    MODEL_URI,
-    NOT_STORED,
     PID,
     REFIT_RULE,
-    REFITTED,
     RESUME_COUNT,
     RESUME_KEY,
     RESUMED_FROM,
-    REUSED_FIT_KEY,
-    REUSED_FITS,
     SEARCH_RUN,
     SPLIT,
     SWEEP_RUN,
-    TIED_WITH_BEST,
-    TRAINED_FITS,
-    UNSTORED_FITS,
     close_dead_runs,
     close_lost_fits,
     close_on_exit,
@@ -83,12 +68,6 @@ class SearchRunSpec:
     pip_requirements: list[str] = field(default_factory=list)
     resume_key: str = ""
     resume: bool = True
-
-
-def metrics_batch(values: dict[str, float], step: int = 0) -> list[Metric]:
-    """MLflow metrics from a dict, skipping non-finite values (MLflow cannot chart NaN)."""
-    now = int(time.time() * 1000)
-    return [Metric(key, float(value), now, step) for key, value in values.items() if math.isfinite(float(value))]
 
 
 class SearchRun:
@@ -205,56 +184,19 @@ class SearchRun:
         inputs = search_inputs(self.origin, data.x_train, data.y_train, data.x_test, data.y_test)
         log_inputs(self.client, self.run_id, inputs)
 
-    def record_fit_counts(self) -> None:
-        """Tag how many of this attempt's fits were restored from the fit store, trained, or failed.
-
-        A resumed search's fits whose fold runs had FINISHED before this attempt get no new run:
-        they count as restored. A fit that raised (diverged, or a broken worker) is failed, not
-        trained: it left no result and nothing in the store.
-        """
-        reused = trained = failed = 0
-        unstored: dict[str, int] = {}
-        for run in [*self.descendants("fold"), *self.descendants("refit")]:
-            if LOST in run.data.tags:  # an attempt whose worker died: the fit's own run counts it
-                continue
-            if run.info.start_time >= self.attempt_started_ms:
-                if run.info.status == "FAILED":
-                    failed += 1
-                elif REUSED_FIT_KEY in run.data.tags:
-                    reused += 1
-                else:
-                    trained += 1
-                if NOT_STORED in run.data.tags:
-                    unstored[run.data.tags[NOT_STORED]] = unstored.get(run.data.tags[NOT_STORED], 0) + 1
-            elif run.info.status == "FINISHED":
-                reused += 1
-        self.fit_counts = (reused, trained, failed)
-        self.unstored = unstored
-        self.client.log_batch(
-            self.run_id,
-            tags=[
-                RunTag(REUSED_FITS, str(reused)),
-                RunTag(TRAINED_FITS, str(trained)),
-                RunTag(FAILED_FITS, str(failed)),
-                RunTag(UNSTORED_FITS, str(sum(unstored.values()))),
-            ],
-        )
-
     def record(
         self, result: SearchResult, csv_path: Path, figures: dict[str, Figure], model: Any | None, images: np.ndarray
     ) -> None:
-        """Everything a finished search leaves: candidate and fold scores, headline metrics, files, the model.
-
-        The model goes last: logging it ends the search run's fluent ``start_run`` block.
-        """
+        """Everything a finished search leaves (tracking/records.py); the model last, as it ends the run's block."""
         close_lost_fits(self.client, self.experiment_id, self.run_id)
-        self.record_candidates(result)
-        self.record_fit_counts()
-        self.record_result(result, {BEST_PARAMS: str(result.best_params), REFIT_RULE: result.refit_rule or "none"})
-        self.log_file(csv_path)
-        self.log_figures(figures)
+        records = SearchRecords(self)
+        records.candidates(result)
+        self.fit_counts, self.unstored = records.fit_counts()
+        records.result(result, {BEST_PARAMS: str(result.best_params), REFIT_RULE: result.refit_rule or "none"})
+        records.file(csv_path)
+        records.figures(figures)
         if model is not None:
-            self.log_model(model, images)
+            records.model(model, images)
 
     def summary_line(self) -> str:
         """Where the user finds this search in MLflow, and how many fits it trained or restored."""
@@ -270,93 +212,6 @@ class SearchRun:
             f"MLflow: experiment {self.spec.experiment!r}, search run {self.run_id} ({redact(self.store.uri)}); "
             f"fits: {trained} trained, {reused} restored from the fit store{failures}"
         )
-
-    def record_candidates(self, result: SearchResult) -> None:
-        """Log each candidate's CV results to its run, each fold's scores to its fold run."""
-        candidates = {run.data.tags[CANDIDATE]: run for run in self.descendants("candidate")}
-        folds = {
-            (
-                run.data.tags[CANDIDATE],
-                run.data.tags[SPLIT],
-                run.data.tags.get(ITERATION, "0"),
-            ): run
-            for run in self.descendants("fold")
-            if run.info.status != "KILLED" and LOST not in run.data.tags
-        }
-        frame = result.candidates
-        best_key = candidate_key(result.best_params, result.axes)
-        for _, row in frame.iterrows():
-            key = candidate_key(row[result.axes].to_dict(), result.axes)
-            run = candidates.get(key)
-            if run is None:
-                continue
-            step = int(row.get("iter", 0))
-            values = {name: row[name] for name in frame.columns if name.endswith(("_score", "_time")) and name in row}
-            values |= {"rank_test_score": row["rank_test_score"]}
-            values |= {name: row[name] for name in COMPARISON_COLUMNS if name != "tied_with_best"}
-            tags = {TIED_WITH_BEST: str(bool(row["tied_with_best"])).lower()}
-            if "iter" in frame:
-                tags[ITERATION_REACHED] = str(step)
-            if row["failed"]:
-                reasons = {
-                    fold.data.tags.get(ERROR) for k, fold in folds.items() if k[0] == key and fold.data.tags.get(ERROR)
-                }
-                tags |= {FAILED: "true", ERROR: "; ".join(sorted(reasons))[:MAX_TEXT] or "fit failed"}
-            self.client.log_batch(
-                run.info.run_id,
-                metrics=metrics_batch(values, step),
-                tags=[RunTag(name, value) for name, value in tags.items()],
-            )
-            for split in range(result.n_splits):
-                fold = folds.get((key, str(split), str(step)))
-                if fold is not None:
-                    scores = {
-                        name: row[f"split{split}_{name}"]
-                        for name in ("test_score", "train_score")
-                        if f"split{split}_{name}" in row
-                    }
-                    self.client.log_batch(fold.info.run_id, metrics=metrics_batch(scores))
-            status = RunStatus.FAILED if row["failed"] else RunStatus.FINISHED
-            close_run(self.client, run.info.run_id, status)
-        if best_key in candidates:
-            best_id = candidates[best_key].info.run_id
-            self.client.set_tag(best_id, BEST, "true")
-            self.client.set_tag(self.run_id, BEST_CANDIDATE, best_id)
-        if result.refit_index is not None:
-            refitted = candidate_key(frame.iloc[result.refit_index][result.axes].to_dict(), result.axes)
-            if refitted in candidates:
-                self.client.set_tag(candidates[refitted].info.run_id, REFITTED, result.refit_rule)
-
-    def record_result(self, result: SearchResult, tags: dict[str, str]) -> None:
-        """Log the search's headline metrics and extra tags."""
-        values = {"best_cv_score": result.best_score, "tied_with_best": result.tied}
-        if result.test is not None:
-            values |= result.test.metrics()
-        self.client.log_batch(self.run_id, metrics=metrics_batch(values))
-        for name, value in tags.items():
-            self.client.set_tag(self.run_id, name, tag_value(value))
-
-    def log_figures(self, figures: dict[str, Figure]) -> None:
-        """Log each figure as a PNG artifact under ``plots/``."""
-        for name, figure in figures.items():
-            self.client.log_figure(self.run_id, figure, f"plots/{name}")
-
-    def log_file(self, path: Path) -> None:
-        """Log one local file at the artifact root."""
-        self.client.log_artifact(self.run_id, str(path))
-
-    def log_model(self, estimator: Any, images: np.ndarray) -> str:
-        """Log the best estimator as this search run's MLflow model (see :func:`log_best_model`); return its URI."""
-        uri = log_best_model(
-            self.store.uri,
-            self.run_id,
-            estimator,
-            images,
-            self.spec.pip_requirements,
-            self.spec.registered_model_name,
-        )
-        self.client.set_tag(self.run_id, MODEL_URI, uri)
-        return uri
 
 
 class UntrackedSearch:
