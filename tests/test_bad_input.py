@@ -144,6 +144,7 @@ BAD_INPUTS = {
         "search.strategy: optuna cannot run a study's stage 1",
     ),
     "missing path": (["data.path=/no/such/mnist.npz"], "data.path: /no/such/mnist.npz does not exist"),
+    "path as a source": (["data.source=path"], "data.source: path is not a source; set data.path"),
     "wrong shape": (["data.path=<wrong_shape>"], "data.path: <wrong_shape>: x_train has shape (40, 28, 27)"),
     "unseen test labels": (
         ["data.path=<bad_labels>"],

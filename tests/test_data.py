@@ -46,8 +46,8 @@ def test_idx_folder_loads_like_npz(tmp_path, compress):
     for key, stem in IDX_FILES.items():
         write_idx(tmp_path / stem, arrays[key], compress)
     np.savez(tmp_path / "mnist.npz", **arrays)
-    from_idx = load_data(DataConfig(source="path", path=str(tmp_path)), seed=0)
-    from_npz = load_data(DataConfig(source="path", path=str(tmp_path / "mnist.npz")), seed=0)
+    from_idx = load_data(DataConfig(path=str(tmp_path)), seed=0)
+    from_npz = load_data(DataConfig(path=str(tmp_path / "mnist.npz")), seed=0)
     np.testing.assert_array_equal(from_idx.x_train, from_npz.x_train)
     np.testing.assert_array_equal(from_idx.y_test, from_npz.y_test)
     assert from_idx.fingerprint() == from_npz.fingerprint()
@@ -68,12 +68,12 @@ def test_truncated_idx_file_names_the_key(tmp_path):
     stem = IDX_FILES["x_train"]
     (tmp_path / stem).write_bytes((tmp_path / stem).read_bytes()[:1000])
     with pytest.raises(ConfigError, match=r"data\.path: .*train-images-idx3-ubyte is cut short: its header declares"):
-        load_data(DataConfig(source="path", path=str(tmp_path)), seed=0)
+        load_data(DataConfig(path=str(tmp_path)), seed=0)
 
 
 def test_folder_without_idx_files_says_what_is_missing(tmp_path):
     with pytest.raises(ConfigError, match=r"data\.path: .* has no train-images-idx3-ubyte"):
-        load_data(DataConfig(source="path", path=str(tmp_path)), seed=0)
+        load_data(DataConfig(path=str(tmp_path)), seed=0)
 
 
 def test_float_pixels_in_0_255_are_scaled_and_the_log_says_so(tmp_path, caplog):
@@ -86,7 +86,7 @@ def test_float_pixels_in_0_255_are_scaled_and_the_log_says_so(tmp_path, caplog):
     }
     np.savez(tmp_path / "floats.npz", **arrays)
     with caplog.at_level(logging.WARNING, logger="mnist_hpo.data.loading"):
-        data = load_data(DataConfig(source="path", path=str(tmp_path / "floats.npz")), seed=0)
+        data = load_data(DataConfig(path=str(tmp_path / "floats.npz")), seed=0)
     assert data.x_train.min() >= 0.0 and data.x_train.max() <= 1.0
     np.testing.assert_allclose(data.x_train[..., 0], arrays["x_train"][: len(data.x_train)] / 255, rtol=1e-6)
     assert "x_train: float pixels up to 255 taken for 0-255 and scaled to [0, 1]" in caplog.text
@@ -109,8 +109,8 @@ def test_an_emnist_folder_needs_its_set_named_then_loads_that_sets_own_labels(tm
             write_idx(tmp_path / f"{name}-{split}-images-idx3-ubyte", x, compress=True)
     # Then the folder alone is ambiguous, and FOLDER/SET reads that set
     with pytest.raises(ConfigError, match=r"data\.path: .* holds 2 IDX sets \(emnist-balanced, emnist-letters\)"):
-        load_data(DataConfig(source="path", path=str(tmp_path)), seed=0)
-    data = load_data(DataConfig(source="path", path=str(tmp_path / "emnist-letters")), seed=0)
+        load_data(DataConfig(path=str(tmp_path)), seed=0)
+    data = load_data(DataConfig(path=str(tmp_path / "emnist-letters")), seed=0)
     assert data.x_train.shape == (12, 28, 28, 1) and sorted(set(data.y_train.tolist())) == [1, 2, 3, 4]
 
 
@@ -119,7 +119,7 @@ def test_any_image_size_and_channel_count_loads_with_a_channel_axis(tmp_path, sh
     rng = np.random.default_rng(0)
     y = np.repeat(np.arange(12), 2)
     images = rng.integers(0, 255, (24, *shape), dtype=np.uint8)
-    data = load_data(DataConfig(source="path", path=str(write_arrays(tmp_path / "d.npz", images, y, images, y))), 0)
+    data = load_data(DataConfig(path=str(write_arrays(tmp_path / "d.npz", images, y, images, y))), 0)
     assert data.x_train.shape == (24, *shape[:2], shape[2] if len(shape) == 3 else 1)
 
 
@@ -151,7 +151,7 @@ def test_data_a_classifier_cannot_learn_stops_naming_the_array(tmp_path, case):
     } | changes
     path = write_arrays(tmp_path / "d.npz", **arrays)
     with pytest.raises(ConfigError) as raised:
-        load_data(DataConfig(source="path", path=str(path)), seed=0)
+        load_data(DataConfig(path=str(path)), seed=0)
     assert str(raised.value).startswith(message.replace("<npz>", str(path)))
 
 
@@ -160,8 +160,8 @@ def test_a_subset_keeps_one_image_of_each_of_the_data_sets_classes(tmp_path):
     images = np.zeros((48, 28, 28), np.uint8)
     path = str(write_arrays(tmp_path / "d.npz", images, y, images, y))
     with pytest.raises(ConfigError, match=r"data\.train_size: 11 must be between 12 and 36"):
-        load_data(DataConfig(source="path", path=path, train_size=11), seed=0)
-    assert np.bincount(load_data(DataConfig(source="path", path=path, train_size=12), seed=0).y_train).min() == 1
+        load_data(DataConfig(path=path, train_size=11), seed=0)
+    assert np.bincount(load_data(DataConfig(path=path, train_size=12), seed=0).y_train).min() == 1
 
 
 def test_a_download_that_cannot_connect_names_the_cause_in_one_line(tmp_path):

@@ -175,9 +175,9 @@ def validate_execution(execution: ExecutionConfig) -> None:
 
 def validate_data(data: DataConfig) -> None:
     """Check the ``data`` group (file contents are checked when loaded, still before training)."""
+    if data.source == "path":  # once a choice of its own; data.path alone says it
+        raise ConfigError("data.source: path is not a source; set data.path to an MNIST .npz or IDX folder alone")
     one_of(choices.DATA_SOURCES)("data.source", data.source)
-    if data.source == "path" and not data.path:
-        raise ConfigError("data.path: data.source=path needs data.path set to an MNIST .npz or IDX folder")
     for key in ("train_size", "test_size"):
         value = getattr(data, key)
         if value is not None:

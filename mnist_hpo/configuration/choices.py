@@ -19,7 +19,7 @@ INITIALIZERS = (
 )
 PADDINGS = ("same", "valid")
 PRECISIONS = ("float32", "mixed_float16", "mixed_bfloat16")
-DATA_SOURCES = ("embedded", "keras", "path")
+DATA_SOURCES = ("embedded", "keras")  # a file or folder is data.path, which takes precedence
 STRATEGIES = ("grid", "random", "halving", "optuna")
 SAMPLERS = ("tpe", "gp", "cmaes", "random")
 HALVING_RESOURCES = ("n_samples", "epochs")
