@@ -21,6 +21,7 @@ from mnist_hpo.execution.ahead import TrainingAhead
 from mnist_hpo.execution.estimator import MnistCNNClassifier, build_estimator, parameter_counts, training_times
 from mnist_hpo.execution.executors import temporary_fit_store, train_ahead
 from mnist_hpo.execution.fused import FusedReport
+from mnist_hpo.execution.outputs import OUTPUTS
 from mnist_hpo.execution.workers import fit_workers
 from mnist_hpo.report import plots
 from mnist_hpo.report.tables import places_view, result_view
@@ -181,6 +182,7 @@ def fitted_search(
         finally:
             if isinstance(ahead, TrainingAhead):  # training had ended unless the search failed: then it stops
                 ahead.cancel()
+            OUTPUTS.clear()  # outputs no fit took (fits scored in workers): not kept past the search
         if isinstance(ahead, TrainingAhead):
             console.print(ahead.finish().line())
         cv = build_cv(cfg.search, cfg.seed)

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 BUILD_LOCK = threading.RLock()  # a Keras model build, or a compiled program's first call
 WAIT_POLL_S = 1.0  # how often a waiting fit checks that the training thread still runs
+CANCEL_NOTICE_S = 2.0  # a cancelled run still training after this says why the stop waits
 
 
 class PendingFits:
@@ -112,6 +113,13 @@ class TrainingAhead:
         return self.executor.finish(self.plan)
 
     def cancel(self) -> None:
-        """Stop after the group in training (the search failed or was interrupted) and wait for it."""
+        """Stop after the group in training (the search failed or was interrupted) and wait for it.
+
+        Waited for, not abandoned: a daemon thread still in TensorFlow at interpreter exit can crash
+        it, and the group's members are stored whole or not at all.
+        """
         self.stop.set()
-        self.thread.join()
+        self.thread.join(CANCEL_NOTICE_S)
+        if self.thread.is_alive():
+            log.warning("stopping: the fused group in training finishes first (at most one group's time)")
+            self.thread.join()

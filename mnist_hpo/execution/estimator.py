@@ -425,7 +425,9 @@ def training_times(
     Where a fit is not stored (store off, or a halving iteration's subsample), the time the search
     measured stands in: then it was trained in this search, so that time is its training time.
     """
-    digests = [digest_arrays(X[train], y[train], None) for train, _ in cv.split(X, y)]
+    digests = [
+        KNOWN_ROWS.digest(X[train], y[train]) or digest_arrays(X[train], y[train], None) for train, _ in cv.split(X, y)
+    ]
     recorded = np.array(
         [
             np.mean([clone(estimator).set_params(**params).stored_fit_time(digest) for digest in digests])
