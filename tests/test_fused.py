@@ -23,6 +23,7 @@ from mnist_hpo.execution.estimator import build_estimator
 from mnist_hpo.execution.fit_keys import digest_arrays
 from mnist_hpo.execution.fused import SHARED_PROGRAM_WORK, shared_micro
 from mnist_hpo.execution.fused_model import SideBySide, WideCNN
+from mnist_hpo.execution.outputs import Outputs
 
 # 3 activations x 2 losses on the package's 1-filter CNN: one fused group per split.
 GRID = [
@@ -230,3 +231,18 @@ def test_a_fit_waits_for_its_group_and_goes_on_when_the_training_thread_ends_wit
     thread.join()
     pending.wait("lost")
     assert not pending.events and not pending.running()
+
+
+def test_outputs_are_taken_once_and_only_for_equal_rows():
+    outputs = Outputs(budget_bytes=10**6)
+    test, train = np.arange(8.0).reshape(4, 2), np.arange(8.0, 16.0).reshape(4, 2)  # rows of equal length
+    outputs.put("a" * 64, test, np.full((4, 10), 1.0))
+    outputs.put("a" * 64, train, np.full((4, 10), 2.0))
+    assert outputs.take("a" * 64, train.copy())[0, 0] == 2.0  # an equal array, as the search passes
+    assert outputs.take("a" * 64, test + 1) is None  # other rows: the search predicts through Keras
+    assert outputs.take("a" * 64, test)[0, 0] == 1.0
+    assert outputs.take("a" * 64, test) is None and outputs.bytes == 0  # taken once
+    small = Outputs(budget_bytes=400)
+    small.put("b" * 64, test, np.ones((4, 10)))  # 320 bytes
+    small.put("c" * 64, test, np.ones((4, 10)))  # over the budget: the oldest goes
+    assert small.take("b" * 64, test) is None and small.take("c" * 64, test) is not None

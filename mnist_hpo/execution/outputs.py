@@ -28,36 +28,30 @@ class Outputs:
     def __init__(self, budget_bytes: int = OUTPUTS_BUDGET_BYTES) -> None:
         self.budget = budget_bytes
         self.lock = threading.Lock()  # a background run puts while the search takes (execution/ahead.py)
-        self.held: OrderedDict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+        self.held: OrderedDict[str, list[tuple[np.ndarray, np.ndarray]]] = OrderedDict()  # key -> (rows, outputs)
         self.bytes = 0
 
     def put(self, key: str, rows: np.ndarray, outputs: np.ndarray) -> None:
         """Hold ``outputs`` of the fit ``key`` on ``rows`` (the array the search will pass, or an equal one)."""
-        slot = (key, len(rows))
         with self.lock:
-            self.drop(slot)
-            self.held[slot] = (rows, outputs)
+            self.held.setdefault(key, []).append((rows, outputs))
             self.bytes += outputs.nbytes
             while self.bytes > self.budget and self.held:
-                self.drop(next(iter(self.held)))
+                _, dropped = self.held.popitem(last=False)
+                self.bytes -= sum(outputs.nbytes for _, outputs in dropped)
 
     def take(self, key: str, rows: np.ndarray) -> np.ndarray | None:
         """The outputs of fit ``key`` on rows equal to ``rows``, no longer held; None when there are none."""
-        slot = (key, len(rows))
         with self.lock:
-            held = self.held.get(slot)
-            if held is None:
-                return None
-            if held[0].shape != rows.shape or held[0].dtype != rows.dtype or not np.array_equal(held[0], rows):
-                return None
-            self.drop(slot)
-        return held[1]
-
-    def drop(self, slot: tuple[str, int]) -> None:
-        """Forget one entry (the caller holds the lock)."""
-        held = self.held.pop(slot, None)
-        if held is not None:
-            self.bytes -= held[1].nbytes
+            entries = self.held.get(key, [])
+            for index, (held, outputs) in enumerate(entries):
+                if held.shape == rows.shape and held.dtype == rows.dtype and np.array_equal(held, rows):
+                    del entries[index]
+                    if not entries:
+                        del self.held[key]
+                    self.bytes -= outputs.nbytes
+                    return outputs
+        return None
 
     def clear(self) -> None:
         """Forget everything held (a new search's executor starts here)."""

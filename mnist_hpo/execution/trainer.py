@@ -225,12 +225,14 @@ class Trainer:
         per_array = []
         for x in score:
             chunk = min(VALIDATION_CHUNK, len(x))
-            padded = np.concatenate([x, np.zeros((-len(x) % chunk, *x.shape[1:]), x.dtype)])
-            parts = [
-                np.asarray(self.predict(trainable, non_trainable, padded[at : at + chunk]))
-                for at in range(0, len(padded), chunk)
-            ]
-            per_array.append(np.concatenate(parts)[: len(x)])
+            parts = []
+            for at in range(0, len(x), chunk):
+                block = x[at : at + chunk]
+                rows = len(block)
+                if rows < chunk:  # only the last chunk is copied, to pad it
+                    block = np.concatenate([block, np.zeros((chunk - rows, *x.shape[1:]), x.dtype)])
+                parts.append(np.asarray(self.predict(trainable, non_trainable, block))[:rows])
+            per_array.append(np.concatenate(parts))
         return [[np.ascontiguousarray(array[:, member]) for array in per_array] for member in range(self.fused.members)]
 
     def evaluation(self, *options: Hashable) -> Callable[..., Any]:
