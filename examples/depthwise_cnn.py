@@ -2,7 +2,7 @@
 
 A builder is a function returning an uncompiled ``keras.Model``. Its keyword arguments come from
 the config (``model.builder_args.<name>``, or a typed key such as ``model.activation`` when it
-takes one) and are searchable as ``model__<name>`` grid axes. scikeras passes ``meta``, the
+takes one) and are searchable as grid axes of the same name. scikeras passes ``meta``, the
 training data's description, so the same builder serves any image size and class count. Run it
 from the repository root (the README's "Bring your own network"):
 

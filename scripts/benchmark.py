@@ -81,8 +81,8 @@ def configured(overrides: list[str], out: str) -> Any:
 
 def key_of(params: dict[str, Any]) -> Key:
     """A candidate's identity, whatever its parameters are called in one way or another."""
-    loss = params.get("loss", params.get("model__loss"))
-    return (str(params["model__activation"]), str(loss), int(params["batch_size"]))
+    loss = params.get("loss", params.get("model__loss"))  # plain scikeras routes by prefix, the runner does not
+    return (str(params.get("activation", params.get("model__activation"))), str(loss), int(params["batch_size"]))
 
 
 def argmax_accuracy(probabilities: Any, labels: Any) -> float:
@@ -134,7 +134,7 @@ def run_baseline(cfg: Any, data: Any, folds: list) -> Scores:
         return model
 
     grid = {
-        "model__activation": list(cfg.grid["model__activation"]),
+        "model__activation": list(cfg.grid["activation"]),
         "model__loss": list(cfg.grid["loss"]),
         "batch_size": list(cfg.grid["batch_size"]),
     }
@@ -179,7 +179,7 @@ def run_floor(cfg: Any, data: Any, folds: list) -> Scores:
                 padding=cfg.model.padding,
                 pool_size=cfg.model.pool_size,
                 dense_units=cfg.model.dense_units,
-                activation=params["model__activation"],
+                activation=params["activation"],
             )
             model.compile(optimizer="adam", loss=params["loss"], metrics=["accuracy"])
             model.fit(

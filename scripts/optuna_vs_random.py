@@ -29,8 +29,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 CHECKPOINTS = (12, 24, 48)
 SPACE = [
     "grid=empty",
-    "+grid.optimizer__learning_rate={dist: loguniform, low: 0.0001, high: 0.1}",
-    "+grid.model__activation=[relu,tanh,sigmoid,elu,leaky_relu]",
+    "+grid.learning_rate={dist: loguniform, low: 0.0001, high: 0.1}",
+    "+grid.activation=[relu,tanh,sigmoid,elu,leaky_relu]",
     "+grid.loss=[categorical_crossentropy,mse]",
 ]
 

@@ -95,12 +95,12 @@ BAD_INPUTS = {
     "folds": (["search.cv=1"], "search.cv: 1 must be an integer >= 2"),
     "empty grid": (["grid=empty"], "grid: the search space is empty"),
     "grid key": (
-        ["+grid.model__activaton=[relu]"],
-        "grid.model__activaton: not an estimator parameter; valid:",
+        ["+grid.activaton=[relu]"],
+        "grid.activaton: not an estimator parameter; valid:",
     ),
     "grid value": (
-        ["grid.model__activation=[relu,swishy]"],
-        "grid.model__activation: unknown value 'swishy'",
+        ["grid.activation=[relu,swishy]"],
+        "grid.activation: unknown value 'swishy'",
     ),
     "strategy": (
         ["search.strategy=bayes"],
@@ -120,10 +120,10 @@ BAD_INPUTS = {
             "search.strategy=optuna",
             "search.sampler=cmaes",
             "grid=empty",
-            "+grid.optimizer__learning_rate={dist: loguniform, low: 0.0001, high: 0.01}",
-            "+grid.model__activation=[relu,tanh]",
+            "+grid.learning_rate={dist: loguniform, low: 0.0001, high: 0.01}",
+            "+grid.activation=[relu,tanh]",
         ],
-        "grid.model__activation: search.sampler=cmaes samples numeric distributions only "
+        "grid.activation: search.sampler=cmaes samples numeric distributions only "
         "(uniform, loguniform, randint); use search.sampler=tpe, gp or random for lists",
     ),
     "CMA-ES on one axis": (
@@ -131,13 +131,13 @@ BAD_INPUTS = {
             "search.strategy=optuna",
             "search.sampler=cmaes",
             "grid=empty",
-            "+grid.optimizer__learning_rate={dist: loguniform, low: 0.0001, high: 0.01}",
+            "+grid.learning_rate={dist: loguniform, low: 0.0001, high: 0.01}",
         ],
         "search.sampler: cmaes needs two or more numeric axes, the grid has 1; use tpe, gp or random",
     ),
     "Optuna over a bad distribution": (
-        ["search.strategy=optuna", "grid=empty", "+grid.optimizer__learning_rate={dist: loguniform, low: 0, high: 1}"],
-        "grid.optimizer__learning_rate: loguniform from 0 to 1; it needs numbers with 0 < low < high",
+        ["search.strategy=optuna", "grid=empty", "+grid.learning_rate={dist: loguniform, low: 0, high: 1}"],
+        "grid.learning_rate: loguniform from 0 to 1; it needs numbers with 0 < low < high",
     ),
     "study with Optuna": (
         ["study=smoke", "search.strategy=optuna"],
@@ -205,17 +205,17 @@ BAD_INPUTS = {
         [
             "search.strategy=random",
             "grid=empty",
-            "+grid.optimizer__learning_rate={dist: loguniform, low: 0.1, high: 0.001}",
+            "+grid.learning_rate={dist: loguniform, low: 0.1, high: 0.001}",
         ],
-        "grid.optimizer__learning_rate: loguniform from 0.1 to 0.001; it needs numbers with 0 < low < high",
+        "grid.learning_rate: loguniform from 0.1 to 0.001; it needs numbers with 0 < low < high",
     ),
     "randint low above high": (
         ["search.strategy=random", "grid=empty", "+grid.batch_size={dist: randint, low: 64, high: 16}"],
         "grid.batch_size: randint from 64 to 16; it needs numbers with low <= high",
     ),
     "empty choice": (
-        ["search.strategy=random", "grid=empty", "+grid.model__activation={dist: choice, values: []}"],
-        "grid.model__activation: a choice takes exactly dist and values, a non-empty list",
+        ["search.strategy=random", "grid=empty", "+grid.activation={dist: choice, values: []}"],
+        "grid.activation: a choice takes exactly dist and values, a non-empty list",
     ),
     "scorer": (["search.scoring=acuracy"], "search.scoring: unknown value 'acuracy'; valid: accuracy"),
     "seed": (["seed=-1"], "seed: -1 must be an integer >= 0 and < 4294967296"),
@@ -225,16 +225,16 @@ BAD_INPUTS = {
         "model.kernel_size: kernel 40 with padding valid, pooling 2 and 1 conv block(s) leaves no pixel",
     ),
     "drawn kernel beyond the feature map": (
-        ["search.strategy=random", "+grid.model__kernel_size={dist: randint, low: 3, high: 40}", "model.padding=valid"],
-        "grid.model__kernel_size: kernel 40 with padding valid, pooling 2 and 1 conv block(s) leaves no pixel",
+        ["search.strategy=random", "+grid.kernel_size={dist: randint, low: 3, high: 40}", "model.padding=valid"],
+        "grid.kernel_size: kernel 40 with padding valid, pooling 2 and 1 conv block(s) leaves no pixel",
     ),
     "fractional kernel drawn": (
-        ["search.strategy=random", "+grid.model__kernel_size={dist: uniform, low: 2, high: 5}"],
-        "grid.model__kernel_size: 2.0 must be an integer >= 1",
+        ["search.strategy=random", "+grid.kernel_size={dist: uniform, low: 2, high: 5}"],
+        "grid.kernel_size: 2.0 must be an integer >= 1",
     ),
     "grid kernel beyond the feature map": (
-        ["+grid.model__kernel_size=[3,15]", "model.padding=valid", "model.conv_filters=[4,4]"],
-        "grid.model__kernel_size: kernel 15 with padding valid, pooling 2 and 2 conv block(s) leaves no pixel",
+        ["+grid.kernel_size=[3,15]", "model.padding=valid", "model.conv_filters=[4,4]"],
+        "grid.kernel_size: kernel 15 with padding valid, pooling 2 and 2 conv block(s) leaves no pixel",
     ),
     "NaN pixels": (["data.path=<nan_pixels>"], "data.path: <nan_pixels>: x_train holds NaN or infinite pixels"),
     "one class": (
@@ -271,7 +271,7 @@ BAD_INPUTS = {
         [
             "search.strategy=halving",
             "grid=empty",
-            "+grid.optimizer__learning_rate={dist: loguniform, low: 1e-4, high: 1e-2}",
+            "+grid.learning_rate={dist: loguniform, low: 1e-4, high: 1e-2}",
         ],
         "search.n_candidates: exhaust counts candidates from search.min_resources, which is exhaust too",
     ),
@@ -313,7 +313,7 @@ BAD_INPUTS = {
         [
             "search.strategy=optuna",
             "grid=empty",
-            "+grid.model__activation=[relu,tanh]",
+            "+grid.activation=[relu,tanh]",
             "tracking=off",
             "tracking.store_dir=<a_file>",
             "execution.fit_store=false",
@@ -341,7 +341,7 @@ BAD_INPUTS = {
 BAD_COMMAND_LINES = {
     "mistyped key": (["model.activaton=relu"], "model.activaton: no such key in model; valid: builder, builder_args,"),
     "unknown top-level key": (["sede=1"], "sede: no such key in the config; valid: model, data, grid,"),
-    "grid axis without +": (["grid.model__dense_units=[8]"], "grid.model__dense_units: no such key; to append"),
+    "grid axis without +": (["grid.dense_units=[8]"], "grid.dense_units: no such key; to append"),
     "text for a number": (["search.cv=three"], "search.cv: Value 'three' of type 'str' could not be converted to Int"),
     "fraction for an integer seed": (["seed=1.5"], "seed: Value '1.5' of type 'float' could not be converted to Int"),
     "number for a list": (
@@ -431,8 +431,8 @@ MISSING_SAMPLER_PACKAGES = {
             "search.strategy=optuna",
             f"search.sampler={sampler}",
             "grid=empty",
-            "+grid.optimizer__learning_rate={dist: loguniform, low: 0.0001, high: 0.01}",
-            "+grid.model__dense_units={dist: randint, low: 8, high: 64}",
+            "+grid.learning_rate={dist: loguniform, low: 0.0001, high: 0.01}",
+            "+grid.dense_units={dist: randint, low: 8, high: 64}",
         ],
         f"search.sampler: {sampler} needs the {package} package, which is not installed: {hint}, "
         "or use search.sampler=tpe",

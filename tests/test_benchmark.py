@@ -21,7 +21,7 @@ def test_benchmark_times_every_way_and_the_same_computations_agree(tmp_path):
                 f"--out={tmp_path / 'bench.json'}",
                 "--set=data.train_size=600",
                 "--set=search.cv=2",
-                "--set=grid.model__activation=[relu,tanh]",
+                "--set=grid.activation=[relu,tanh]",
                 "--set=grid.loss=[mse]",
                 "--set=grid.batch_size=[64]",
             ],

@@ -25,7 +25,7 @@ from mnist_hpo.data.loading import load_data, read_idx
 from mnist_hpo.dispatch import run
 from mnist_hpo.execution.estimator import MnistCNNClassifier, build_estimator
 from mnist_hpo.model.cnn import build_cnn
-from mnist_hpo.model.params import CNN_ARGUMENTS
+from mnist_hpo.model.params import CNN_ARGUMENTS, WRAPPER_ARGUMENTS
 from mnist_hpo.runner import run_search
 from mnist_hpo.session import JobContext, open_session
 
@@ -41,6 +41,11 @@ def ten_outputs(meta: dict[str, Any], **ignored: Any) -> keras.Model:
     inputs = keras.Input(shape=tuple(meta["X_shape_"][1:]))
     outputs = keras.layers.Dense(10, activation="softmax")(keras.layers.Flatten()(inputs))
     return keras.Model(inputs, outputs)
+
+
+def takes_loss(meta: dict[str, Any], loss: str = "mse", **ignored: Any) -> keras.Model:
+    """A builder with an argument named like the estimator's own ``loss``, which scikeras never passes it."""
+    return ten_outputs(meta)
 
 
 def needs_width(meta: dict[str, Any], width: int, **ignored: Any) -> keras.Model:
@@ -68,6 +73,14 @@ def write_idx_set(folder: Path, labels: range, side: int = 32, train: int = 8, t
 def test_the_cnn_arguments_named_without_keras_are_build_cnns_own():
     parameters = set(inspect.signature(build_cnn).parameters) - {"meta"}
     assert set(CNN_ARGUMENTS) == parameters
+
+
+def test_the_names_no_builder_argument_may_take_are_the_estimators_constructor_keywords():
+    from scikeras.wrappers import KerasClassifier
+
+    wrapper = inspect.signature(KerasClassifier.__init__).parameters
+    keywords = {*wrapper, *inspect.signature(MnistCNNClassifier).parameters}
+    assert keywords - {"self", "kwargs"} == WRAPPER_ARGUMENTS
 
 
 def test_build_cnn_reads_image_shape_and_classes_from_the_data():
@@ -134,17 +147,17 @@ def test_a_12_class_32_pixel_idx_set_trains_scores_and_predicts_its_own_labels(t
 def test_the_example_builder_searches_its_own_arguments_as_documented(cli, tmp_path):
     # Given the README's command: the example's folder on PYTHONPATH, its configs on Hydra's search path
     result = cli(
-        *EXAMPLE, "grid=depthwise_cnn", "grid.model__activation=[relu]", "model.epochs=1", "data.train_size=100",
+        *EXAMPLE, "grid=depthwise_cnn", "grid.activation=[relu]", "model.epochs=1", "data.train_size=100",
         "data.test_size=50", "search.cv=2", "execution.progress=false", "hydra.run.dir=out",
         cwd=tmp_path, env={"PYTHONPATH": os.pathsep.join([str(EXAMPLES), os.environ.get("PYTHONPATH", "")])},
     )  # fmt: skip
     # Then both depth multipliers trained and scored, under the names the grid gave them
     assert result.returncode == 0, result.stderr[-3000:]
     results = pd.read_csv(tmp_path / "out" / "cv_results.csv")
-    assert results["param_model__depth_multiplier"].tolist() == [1, 2]
+    assert results["param_depth_multiplier"].tolist() == [1, 2]
     assert np.isfinite(results["mean_test_score"]).all()
     (search,) = runs_by_level(store_uri(tmp_path))["search"]
-    assert search.data.params["model__blocks"] == "2" and search.data.params["model__activation"] == "relu"
+    assert search.data.params["blocks"] == "2" and search.data.params["activation"] == "relu"
     # And its model loads and predicts in a process that has not got the example's folder on its path
     load = (
         "import sys, mlflow, numpy as np; mlflow.set_tracking_uri(sys.argv[1]); "
@@ -172,29 +185,29 @@ BAD_BUILDERS = {
     ),
     "typed key the builder does not take": (
         [*EXAMPLE, "model.conv_filters=[8]"],
-        "model.conv_filters: [8] is not an argument of the builder; valid: model__blocks, model__filters, "
-        "model__depth_multiplier, model__activation, model__dropout_dense (the keyword arguments of "
+        "model.conv_filters: [8] is not an argument of the builder; valid: blocks, filters, "
+        "depth_multiplier, activation, dropout_dense (the keyword arguments of "
         "depthwise_cnn.build_depthwise_cnn)",
     ),
     "grid axis the builder does not take": (
-        [*EXAMPLE, "+grid.model__kernel_size=[3,5]"],
-        "grid.model__kernel_size: not an estimator parameter; valid: model__blocks, model__filters,",
+        [*EXAMPLE, "+grid.kernel_size=[3,5]"],
+        "grid.kernel_size: not an estimator parameter; valid: blocks, filters,",
     ),
     "builder argument it does not take": (
         [*EXAMPLE, "+model.builder_args.width=3"],
-        "model.builder_args.width: 3 is not an argument of the builder; valid: model__blocks,",
+        "model.builder_args.width: 3 is not an argument of the builder; valid: blocks,",
     ),
     "a typed key under builder_args": (
         [*EXAMPLE, "+model.builder_args.activation=gelu"],
         "model.builder_args.activation: set model.activation instead",
     ),
     "grid axis of the package's CNN unknown to it": (
-        ["+grid.model__filters=[8]"],
-        "grid.model__filters: not an estimator parameter; valid: model__conv_filters, model__kernel_size,",
+        ["+grid.filters=[8]"],
+        "grid.filters: not an estimator parameter; valid: conv_filters, kernel_size,",
     ),
     "an architecture too deep for the images": (
-        [*EXAMPLE, "grid=empty", "+grid.model__blocks=[2,5]"],
-        "grid.model__blocks: 5 fails on 28 x 28 x 1 images of 10 classes: ValueError: Computed output size would be",
+        [*EXAMPLE, "grid=empty", "+grid.blocks=[2,5]"],
+        "grid.blocks: 5 fails on 28 x 28 x 1 images of 10 classes: ValueError: Computed output size would be",
     ),
     "a base architecture too deep": (
         [*EXAMPLE, "model.builder_args.blocks=6"],
@@ -205,6 +218,14 @@ BAD_BUILDERS = {
         ["model.builder=test_builders.ten_outputs", "data.path=<twelve>", *ALL_IMAGES],
         "model.builder: test_builders.ten_outputs fails on 32 x 32 x 1 images of 12 classes: it outputs (10,) per "
         "image, the data has 12 classes; size the last layer from meta['n_classes_']",
+    ),
+    "an argument named like the estimator's own": (
+        ["model.builder=test_builders.takes_loss"],
+        "model.builder: test_builders.takes_loss takes 'loss', a name the estimator keeps for itself",
+    ),
+    "a grid axis a **kwargs builder is never given": (
+        ["model.builder=test_builders.ten_outputs", "grid=empty", "+grid.units=[4,8]"],
+        "grid.units: test_builders.ten_outputs takes **kwargs, so the estimator has only the arguments the config",
     ),
     "a required argument left unset": (
         ["model.builder=test_builders.needs_width"],

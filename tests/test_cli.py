@@ -52,7 +52,7 @@ def test_best_estimator_is_a_loadable_model_that_predicts_digits(smoke_run):
 def test_search_run_records_config_data_and_environment(smoke_run):
     folder, _ = smoke_run
     (search,) = runs_by_level(store_uri(folder))["search"]
-    assert search.data.params["model__activation"] == "relu"
+    assert search.data.params["activation"] == "relu"
     assert search.data.params["search.cv"] == str(SMOKE_FOLDS)
     tags = search.data.tags
     assert tags["mnist_hpo.preset"] == "smoke"
@@ -77,8 +77,8 @@ def test_parallel_fits_build_the_same_tree_and_register_the_model(cli, tmp_path)
 def test_random_search_samples_distributions_and_builds_the_tree(cli, tmp_path):
     result = cli(
         "experiment=smoke", "search.strategy=random", "search.n_iter=3", "grid=empty",
-        "+grid.optimizer__learning_rate={dist: loguniform, low: 0.0001, high: 0.01}",
-        "+grid.model__activation=[relu,tanh]", cwd=tmp_path,
+        "+grid.learning_rate={dist: loguniform, low: 0.0001, high: 0.01}",
+        "+grid.activation=[relu,tanh]", cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     assert "RandomizedSearchCV" in result.stdout
@@ -120,7 +120,7 @@ def test_four_parallel_multirun_jobs_share_one_store_and_lose_nothing(cli, tmp_p
     levels = runs_by_level(uri)
     (sweep,) = levels["sweep"]
     searches = levels["search"]
-    assert sorted(int(run.data.params["model__dense_units"]) for run in searches) == units
+    assert sorted(int(run.data.params["dense_units"]) for run in searches) == units
     assert {parent_of(run) for run in searches} == {sweep.info.run_id}
     assert {run.info.status for runs in levels.values() for run in runs} == {"FINISHED"}
     assert sweep.data.tags["mnist_hpo.best_search_run_id"] in {run.info.run_id for run in searches}

@@ -21,17 +21,17 @@ def test_challenge_staged_covers_the_seed_hyperparameters():
     cfg = compose_config("experiment=challenge_staged")
     assert cfg.study.enabled and cfg.data.source == "keras" and list(cfg.model.conv_filters) == [32, 64]
     assert set(cfg.study.coarse) == {
-        "model__conv_filters",
-        "model__kernel_size",
-        "model__dense_units",
-        "model__dropout_conv",
-        "model__dropout_dense",
+        "conv_filters",
+        "kernel_size",
+        "dense_units",
+        "dropout_conv",
+        "dropout_dense",
         "batch_size",
         "epochs",
-        "model__kernel_initializer",
-        "model__activation",
+        "kernel_initializer",
+        "activation",
         "optimizer",
-        "optimizer__learning_rate",
+        "learning_rate",
     }
 
 
@@ -43,7 +43,7 @@ def test_leohoji_is_the_published_grid():
     assert cfg.search.return_train_score and cfg.data.source == "keras" and cfg.data.train_size is None
     grid = {key: list(values) for key, values in cfg.grid.items()}
     assert grid == {
-        "model__activation": ["sigmoid", "relu", "leaky_relu", "prelu", "tanh"],
+        "activation": ["sigmoid", "relu", "leaky_relu", "prelu", "tanh"],
         "loss": ["mse", "categorical_crossentropy"],
         "batch_size": [8, 32, 128],
     }

@@ -32,7 +32,7 @@ def test_sklearn_recognises_a_classifier_so_integer_cv_is_stratified():
 def test_clone_keeps_every_routed_parameter():
     estimator = build_estimator(ModelConfig(epochs=7, activation="prelu", learning_rate=0.01), UNCACHED, seed=0)
     cloned = clone(estimator)
-    assert cloned.epochs == 7 and cloned.model__activation == "prelu" and cloned.optimizer__learning_rate == 0.01
+    assert cloned.epochs == 7 and cloned.activation == "prelu" and cloned.learning_rate == 0.01
     assert isinstance(cloned, MnistCNNClassifier)
 
 

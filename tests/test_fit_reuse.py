@@ -54,13 +54,13 @@ def test_a_restored_fit_predicts_exactly_what_its_training_predicted(tmp_path):
 @pytest.mark.slow
 def test_a_grown_grid_trains_only_the_new_candidate_and_scores_like_a_fresh_search(tmp_path):
     grown, fresh = tmp_path / "grown", tmp_path / "fresh"
-    search(grown, "grid.model__activation=[relu,tanh]")
-    search(grown, "grid.model__activation=[relu,tanh,elu]")
-    search(fresh, "grid.model__activation=[relu,tanh,elu]")
+    search(grown, "grid.activation=[relu,tanh]")
+    search(grown, "grid.activation=[relu,tanh,elu]")
+    search(fresh, "grid.activation=[relu,tanh,elu]")
 
     latest, folds = newest_search(grown)
     trained = Counter(fold.data.tags["mnist_hpo.candidate"] for fold in folds if REUSED not in fold.data.tags)
-    assert trained == {'{"model__activation": "elu"}': 2}
+    assert trained == {'{"activation": "elu"}': 2}
     assert sum(REUSED in fold.data.tags for fold in folds) == 4
     for fold in folds:
         if REUSED in fold.data.tags:
@@ -113,7 +113,7 @@ def test_eviction_keeps_the_store_under_its_budget_across_searches(tmp_path):
         search(
             tmp_path,
             "model.dense_units=256",
-            f"grid.model__activation={grid}",
+            f"grid.activation={grid}",
             f"execution.fit_store_budget_mb={budget_mb}",
         )
         summary = store.summary()

@@ -405,7 +405,7 @@ def test_check_writable_accepts_a_new_folder_and_leaves_nothing(tmp_path):
 def test_fit_key_changes_with_everything_that_decides_a_fit_and_nothing_else():
     X = np.arange(24, dtype=np.float32).reshape(2, 3, 4, 1)
     y = np.array([3, 7], dtype=np.uint8)
-    params = {"model__conv_filters": [32, 64], "optimizer__learning_rate": 0.001, "model": np.zeros_like}
+    params = {"conv_filters": [32, 64], "learning_rate": 0.001, "model": np.zeros_like}
     versions = {"keras": "3.15", "tensorflow": "2.21"}
     base = fit_key(params, "tensorflow", versions, X, y, None)
     assert len(base) == 64 and base == fit_key(params, "tensorflow", versions, X, y, None)
@@ -413,13 +413,13 @@ def test_fit_key_changes_with_everything_that_decides_a_fit_and_nothing_else():
     # Unchanged: dict order, list vs tuple, NumPy vs Python scalars, memory layout
     reordered = dict(reversed(list(params.items())))
     assert fit_key(reordered, "tensorflow", dict(reversed(list(versions.items()))), X, y, None) == base
-    same_values = params | {"model__conv_filters": (32, 64), "optimizer__learning_rate": np.float64(0.001)}
+    same_values = params | {"conv_filters": (32, 64), "learning_rate": np.float64(0.001)}
     assert fit_key(same_values, "tensorflow", versions, np.asfortranarray(X), y, None) == base
 
     flipped = X.copy()
     flipped.reshape(-1).view(np.uint8)[5] ^= 1
     changed = [
-        fit_key(params | {"optimizer__learning_rate": 0.01}, "tensorflow", versions, X, y, None),
+        fit_key(params | {"learning_rate": 0.01}, "tensorflow", versions, X, y, None),
         fit_key(params | {"model": np.ones_like}, "tensorflow", versions, X, y, None),
         fit_key(params | {"epochs": 3}, "tensorflow", versions, X, y, None),
         fit_key(params, "jax", versions, X, y, None),

@@ -29,7 +29,7 @@ from mnist_hpo.execution.outputs import Outputs
 GRID = [
     "experiment=smoke",
     "grid=empty",
-    "+grid.model__activation=[relu,tanh,prelu]",
+    "+grid.activation=[relu,tanh,prelu]",
     "+grid.loss=[mse,categorical_crossentropy]",
     "model.conv_filters=[1]",
     "model.kernel_size=5",
@@ -88,7 +88,7 @@ def members(x, y, activations, **model):
     base = build_estimator(
         ModelConfig(epochs=2, batch_size=32, validation_split=0.1, **model), ExecutionConfig(model_cache_mb=0), 0
     )
-    return [clone(base).set_params(model__activation=name).prepare(x, y) for name in activations]
+    return [clone(base).set_params(activation=name).prepare(x, y) for name in activations]
 
 
 def train(estimators, x, y, wide=True, micro=None):
@@ -162,7 +162,7 @@ def test_members_with_their_own_learning_rates_learn_what_their_keras_fits_learn
     x, y = digits
     rates = [0.01, 0.001, 0.003]
     base = members(x, y, ["relu"], conv_filters=[1], kernel_size=5, dense_units=0, optimizer=optimizer)[0]
-    estimators = [clone(base).set_params(optimizer__learning_rate=rate).prepare(x, y) for rate in rates]
+    estimators = [clone(base).set_params(learning_rate=rate).prepare(x, y) for rate in rates]
     trainer, fused = train(estimators, x, y, wide)
     np.testing.assert_array_equal(trainer.rates, np.float32(rates))
     for estimator, result in zip(estimators, fused, strict=True):

@@ -200,7 +200,7 @@ def test_no_execution_key_reaches_what_a_fit_learns_or_the_resume_identity():
         "model.epochs=4",
         "search.cv=3",
         "seed=7",
-        "grid.model__activation=[relu]",
+        "grid.activation=[relu]",
         "data.train_size=500",
     ],
 )

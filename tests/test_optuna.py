@@ -14,8 +14,8 @@ SPACE = [
     "experiment=smoke",
     "search.strategy=optuna",
     "grid=empty",
-    "+grid.optimizer__learning_rate={dist: loguniform, low: 0.0001, high: 0.01}",
-    "+grid.model__activation=[relu,tanh]",
+    "+grid.learning_rate={dist: loguniform, low: 0.0001, high: 0.01}",
+    "+grid.activation=[relu,tanh]",
     "model.epochs=1",
     "execution.progress=false",
     "hydra.run.dir=out",
@@ -38,8 +38,8 @@ def test_optuna_trials_are_candidates_with_their_folds_and_a_batch_trains_in_one
     frame = pd.read_csv(tmp_path / "out" / "cv_results.csv")
     assert frame["trial"].tolist() == list(range(6))
     assert frame["mean_test_score"].tolist() == [trial.value for trial in trials]  # Optuna is told the CV mean
-    assert frame["param_optimizer__learning_rate"].between(0.0001, 0.01).all()
-    assert set(frame["param_model__activation"]) <= {"relu", "tanh"}
+    assert frame["param_learning_rate"].between(0.0001, 0.01).all()
+    assert set(frame["param_activation"]) <= {"relu", "tanh"}
     levels = runs_by_level(store_uri(tmp_path))
     candidates = levels["candidate"]
     assert sorted(run.data.tags["mnist_hpo.optuna_trial"] for run in candidates) == [str(n) for n in range(6)]

@@ -293,7 +293,7 @@ def test_a_search_survives_losing_a_ray_node_and_counts_every_fit_once(
     assert len(results) == SMOKE_CANDIDATES
     for _, row in results.iterrows():
         for split in range(SMOKE_FOLDS):
-            key = (json.dumps({"model__activation": row["param_model__activation"]}), str(split))
+            key = (json.dumps({"activation": row["param_activation"]}), str(split))
             assert math.isfinite(row[f"split{split}_test_score"])
             assert by_fit[key].data.metrics["test_score"] == pytest.approx(row[f"split{split}_test_score"])
     # The fold fits and the refit trained once each; the lost attempt is not a fit.

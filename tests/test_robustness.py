@@ -20,7 +20,7 @@ from mnist_hpo.dispatch import run
 from mnist_hpo.execution.estimator import TrainingDivergedError
 from mnist_hpo.session import JobContext
 
-DIVERGING_GRID = ["model.optimizer=sgd", "grid=empty", "+grid.optimizer__learning_rate=[0.01,1e9]"]
+DIVERGING_GRID = ["model.optimizer=sgd", "grid=empty", "+grid.learning_rate=[0.01,1e9]"]
 
 
 def job(folder: Path) -> JobContext:
@@ -98,7 +98,7 @@ def test_memory_stays_bounded_over_many_fits_in_recycled_workers(tmp_path):
         "model.epochs=1",
         "data.train_size=200",
         "grid=empty",
-        "+grid.model__dense_units=[8,9,10,11,12,13,14,15,16,17,18,19]",
+        "+grid.dense_units=[8,9,10,11,12,13,14,15,16,17,18,19]",
         "tracking.log_model=false",
     )
     run(cfg, job(tmp_path))

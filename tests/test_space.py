@@ -25,7 +25,7 @@ def config_error(grid: dict, *, allow_distributions: bool) -> str:
     return message
 
 
-LR, DROPOUT = "optimizer__learning_rate", "model__dropout_dense"
+LR, DROPOUT = "learning_rate", "dropout_dense"
 # case: (grid, distributions allowed, the key the message names, what it says)
 BAD_GRIDS = {
     "distribution-in-grid-search": (
@@ -63,38 +63,38 @@ def test_only_the_bad_key_is_named():
 
 def test_lists_pass_through_as_the_grid_axes():
     # Given value lists, one of them of list values (filters per conv block)
-    grid = {"batch_size": [32, 128], "model__conv_filters": [[16], [16, 32]]}
+    grid = {"batch_size": [32, 128], "conv_filters": [[16], [16, 32]]}
     # When they become a parameter grid
     space = build_space(grid, allow_distributions=False)
     # Then every axis keeps its values, lists inside lists included
-    assert space == {"batch_size": [32, 128], "model__conv_filters": [[16], [16, 32]]}
+    assert space == {"batch_size": [32, 128], "conv_filters": [[16], [16, 32]]}
     assert all(type(values) is list for values in space.values())
 
 
 def test_uniform_spans_low_to_high():
-    grid = {"model__dropout_dense": {"dist": "uniform", "low": 0.2, "high": 0.5}}
-    samples = draws(build_space(grid, allow_distributions=True)["model__dropout_dense"])
+    grid = {"dropout_dense": {"dist": "uniform", "low": 0.2, "high": 0.5}}
+    samples = draws(build_space(grid, allow_distributions=True)["dropout_dense"])
     assert samples.min() >= 0.2 and samples.max() <= 0.5
     # The whole interval is used, not just [low, low + something smaller]
     assert samples.min() < 0.21 and samples.max() > 0.49
 
 
 def test_loguniform_spans_low_to_high_evenly_in_log_space():
-    grid = {"optimizer__learning_rate": {"dist": "loguniform", "low": 1e-4, "high": 1e-1}}
-    samples = draws(build_space(grid, allow_distributions=True)["optimizer__learning_rate"])
+    grid = {"learning_rate": {"dist": "loguniform", "low": 1e-4, "high": 1e-1}}
+    samples = draws(build_space(grid, allow_distributions=True)["learning_rate"])
     assert samples.min() >= 1e-4 and samples.max() <= 1e-1
     # A third of the draws in each decade: the log-uniform median is 10**-2.5, not the midpoint.
     assert np.median(samples) == pytest.approx(10**-2.5, rel=0.2)
 
 
 def test_randint_includes_high():
-    space = build_space({"model__dense_units": {"dist": "randint", "low": 8, "high": 12}}, allow_distributions=True)
-    samples = draws(space["model__dense_units"])
+    space = build_space({"dense_units": {"dist": "randint", "low": 8, "high": 12}}, allow_distributions=True)
+    samples = draws(space["dense_units"])
     assert set(samples.tolist()) == {8, 9, 10, 11, 12}
 
 
 def test_choice_becomes_a_list_of_its_values():
-    grid = {"model__activation": {"dist": "choice", "values": ["relu", "tanh"]}}
+    grid = {"activation": {"dist": "choice", "values": ["relu", "tanh"]}}
     space = build_space(grid, allow_distributions=True)
-    assert space == {"model__activation": ["relu", "tanh"]}
-    assert type(space["model__activation"]) is list
+    assert space == {"activation": ["relu", "tanh"]}
+    assert type(space["activation"]) is list

@@ -44,9 +44,9 @@ def test_staged_study_runs_both_stages_under_one_study_run(cli, tmp_path):
     assert {run.data.tags["data.train_size"] for run in stage1} == {"300"}
     assert stage2.data.tags["data.train_size"] == "600"
     assert sorted(run.info.run_name for run in stage1) == [
+        "stage1-activation",
         "stage1-batch_size",
-        "stage1-model__activation",
-        "stage1-model__dense_units",
+        "stage1-dense_units",
     ]
 
     # The influence ranking picks stage 2's grid: the best 2 values of the top 2 hyperparameters.

@@ -1,7 +1,7 @@
 """What every fit will meet, derived from the config and the data before any fit trains.
 
 Folds per class (StratifiedKFold needs every class in every fold); the builder's keyword arguments
-against every ``model__*`` key the config and the grid give it; and every architecture a search can
+against every builder argument the config and the grid give it; and every architecture a search can
 build. For the package's CNN that is arithmetic on feature-map sizes, Keras-free (a kernel or
 pooling window larger than the map it meets fails inside Keras, once per fit, after the search has
 started). Any other builder is opaque, so each distinct architecture is built once on the data's
@@ -24,20 +24,21 @@ from mnist_hpo.configuration.schema import Config, ConfigError, ExecutionConfig,
 from mnist_hpo.data.loading import stratified_subset
 from mnist_hpo.execution.fit_keys import describe
 from mnist_hpo.model.params import (
-    BUILDER_PREFIX,
-    CNN_ARGUMENTS,
-    CONFIG_KEYS,
     DEFAULT_BUILDER,
+    ESTIMATOR_ARGUMENTS,
+    HYPERPARAMETERS,
+    TRAINING_ARGUMENTS,
     BuilderSignature,
     builder_signature,
     config_key,
     estimator_params,
+    is_builder_argument,
 )
 from mnist_hpo.search.space import bounding_values, build_space
 from mnist_hpo.search.strategies import has_distributions
 
 ANSI_CODES = re.compile(r"\x1b\[[0-9;]*m")
-ARCHITECTURE = ("model__conv_filters", "model__kernel_size", "model__padding", "model__pool_size")
+ARCHITECTURE = ("conv_filters", "kernel_size", "padding", "pool_size")
 
 
 def check_folds(cv: int, y: np.ndarray, images_key: str) -> None:
@@ -141,7 +142,10 @@ def check_halving(cfg: Config, y: np.ndarray, n_candidates: int | None) -> None:
 
 
 def check_arguments(cfg: Config, grids: list[tuple[str, dict[str, Any]]]) -> BuilderSignature:
-    """Every ``model__*`` key the config or a search space sets must be an argument of the builder.
+    """Every builder argument the config or a search space sets must be one the builder takes.
+
+    A name the estimator keeps for itself (``loss``, ``epochs``, ``learning_rate``, ...) never
+    reaches a builder, so a builder argument of such a name is refused too.
 
     Args:
         cfg: The run's config; ``model.builder`` names the builder.
@@ -151,34 +155,46 @@ def check_arguments(cfg: Config, grids: list[tuple[str, dict[str, Any]]]) -> Bui
         The builder's signature.
     """
     signature = builder_signature(cfg.model.builder)
+    owned = [name for name in signature.arguments if name in ESTIMATOR_ARGUMENTS]
+    if owned:
+        raise ConfigError(
+            f"model.builder: {signature.path} takes {owned[0]!r}, a name the estimator keeps for itself (so scikeras "
+            "never passes it to a builder); rename that argument (compile_kwargs gives a builder the compile settings)"
+        )
     for name in cfg.model.builder_args:
-        if name in CNN_ARGUMENTS:
+        if name in HYPERPARAMETERS:
             raise ConfigError(
                 f"model.builder_args.{name}: set model.{name} instead (a typed key, checked against its choices)"
             )
-    params = estimator_params(cfg.model)
-    given = {routed: params[routed] for routed in params if routed.startswith(BUILDER_PREFIX)}
-    for routed, value in given.items():
-        check_argument(signature, routed, f"{config_key(routed)}: {value!r} is not an argument of the builder")
+        if name in ESTIMATOR_ARGUMENTS:
+            raise ConfigError(f"model.builder_args.{name}: {name!r} is the estimator's own parameter, not a builder's")
+    given = {name: value for name, value in estimator_params(cfg.model).items() if is_builder_argument(name)}
+    for name, value in given.items():
+        check_argument(signature, name, f"{config_key(name)}: {value!r} is not an argument of the builder")
     for where, grid in grids:
-        axes = [key for key in grid if key.startswith(BUILDER_PREFIX)]
+        axes = [key for key in grid if is_builder_argument(key)]
         for key in axes:
-            check_argument(signature, key, f"{where}.{key}: not an estimator parameter")
+            check_argument(signature, key, f"{where}.{key}: not an estimator parameter", TRAINING_ARGUMENTS)
+            if signature.takes_any and key not in given:  # its parameters are the names the config gives
+                raise ConfigError(
+                    f"{where}.{key}: {signature.path} takes **kwargs, so the estimator has only the arguments the "
+                    f"config names; set model.builder_args.{key}=VALUE too"
+                )
         for name in signature.required:
-            if f"{BUILDER_PREFIX}{name}" not in {*given, *axes}:
+            if name not in {*given, *axes}:
                 raise ConfigError(
                     f"model.builder_args.{name}: {signature.path} needs it (it has no default); set "
-                    f"model.builder_args.{name}=VALUE or make {BUILDER_PREFIX}{name} a grid axis"
+                    f"model.builder_args.{name}=VALUE or make {name} a grid axis"
                 )
     return signature
 
 
-def check_argument(signature: BuilderSignature, routed: str, problem: str) -> None:
-    """Raise ``problem`` with the builder's real arguments unless it takes ``routed`` (``model__<name>``)."""
-    if signature.takes_any or routed.removeprefix(BUILDER_PREFIX) in signature.arguments:
+def check_argument(signature: BuilderSignature, name: str, problem: str, also: tuple[str, ...] = ()) -> None:
+    """Raise ``problem`` with the builder's real arguments (and ``also``) unless the builder takes ``name``."""
+    if signature.takes_any or name in signature.arguments:
         return
-    valid = ", ".join(f"{BUILDER_PREFIX}{name}" for name in signature.arguments)
-    raise ConfigError(f"{problem}; valid: {valid} (the keyword arguments of {signature.path})")
+    owner = f"the keyword arguments of {signature.path}" + (", then the estimator's own" if also else "")
+    raise ConfigError(f"{problem}; valid: {', '.join([*signature.arguments, *also])} ({owner})")
 
 
 def feature_map(size: int, conv_filters: list[int], kernel_size: int, padding: str, pool_size: int) -> int | None:
@@ -201,7 +217,7 @@ def cnn_defaults(base: dict[str, Any]) -> dict[str, Any]:
     from mnist_hpo.model.cnn import build_cnn
 
     parameters = inspect.signature(build_cnn).parameters
-    return {name: parameters[name.removeprefix(BUILDER_PREFIX)].default for name in ARCHITECTURE}
+    return {name: parameters[name].default for name in ARCHITECTURE}
 
 
 def check_feature_maps(base: dict[str, Any], grid: dict[str, Any], shape: tuple[int, ...], where: str) -> None:
@@ -212,12 +228,12 @@ def check_feature_maps(base: dict[str, Any], grid: dict[str, Any], shape: tuple[
     size = min(shape[:2])  # the shorter side vanishes first
     for values in itertools.product(*(listed[name] for name in axes)):
         params = base | dict(zip(axes, values, strict=True))
-        arguments = {name.removeprefix(BUILDER_PREFIX): params[name] for name in ARCHITECTURE}
+        arguments = {name: params[name] for name in ARCHITECTURE}
         if feature_map(size, **arguments) is None:
-            key = f"{where}.model__kernel_size" if "model__kernel_size" in axes else CONFIG_KEYS["model__kernel_size"]
+            key = f"{where}.kernel_size" if "kernel_size" in axes else config_key("kernel_size")
             raise ConfigError(
-                f"{key}: kernel {params['model__kernel_size']} with padding {params['model__padding']}, pooling "
-                f"{params['model__pool_size']} and {len(params['model__conv_filters'])} conv block(s) leaves no "
+                f"{key}: kernel {params['kernel_size']} with padding {params['padding']}, pooling "
+                f"{params['pool_size']} and {len(params['conv_filters'])} conv block(s) leaves no "
                 f"pixel of the {shape[0]} x {shape[1]} images; use a smaller kernel, padding=same or fewer blocks"
             )
 
@@ -248,7 +264,7 @@ def build_problem(estimator: Any, params: dict[str, Any], probe: np.ndarray, cla
 
 
 def check_architectures(cfg: Config, grids: list[tuple[str, dict[str, Any]]], x: np.ndarray, y: np.ndarray) -> None:
-    """Build each distinct architecture the grids' ``model__*`` values combine once, on the data's shape and classes.
+    """Build each distinct architecture the grids' builder arguments combine once, on the data's shape and classes.
 
     Args:
         cfg: The run's config (its ``model`` group is the base every candidate starts from).
@@ -268,7 +284,7 @@ def check_architectures(cfg: Config, grids: list[tuple[str, dict[str, Any]]], x:
     failures: list[tuple[str, dict[str, Any], str]] = []
     for where, grid in grids:
         listed = bounding_values(build_space(grid, allow_distributions=True))
-        axes = [name for name in listed if name.startswith(BUILDER_PREFIX)]
+        axes = [name for name in listed if is_builder_argument(name)]
         for values in itertools.product(*(listed[name] for name in axes)):
             chosen = dict(zip(axes, values, strict=True))
             if describe(chosen) not in built:

@@ -18,7 +18,7 @@ from mnist_hpo.configuration.schema import (
     StudyConfig,
 )
 from mnist_hpo.configuration.values import Check, number, one_of
-from mnist_hpo.model.params import BUILDER_PREFIX, CONFIG_KEYS, estimator_params
+from mnist_hpo.model.params import HYPERPARAMETERS, estimator_params, is_builder_argument
 from mnist_hpo.search.selection import REFIT_RULES
 from mnist_hpo.search.space import bounding_values, build_space, is_distribution
 
@@ -38,42 +38,42 @@ def jit_compile(key: str, value: Any) -> None:
 
 
 RULES: dict[str, Check] = {
-    "model__conv_filters": filters,
-    "model__kernel_size": number(1, integer=True),
-    "model__padding": one_of(choices.PADDINGS),
-    "model__pool_size": number(0, integer=True),
-    "model__dense_units": number(0, integer=True),
-    "model__dropout_conv": number(0, 1),
-    "model__dropout_dense": number(0, 1),
-    "model__activation": one_of(choices.ACTIVATIONS),
-    "model__kernel_initializer": one_of(choices.INITIALIZERS),
-    "model__precision": one_of(choices.PRECISIONS),
+    "conv_filters": filters,
+    "kernel_size": number(1, integer=True),
+    "padding": one_of(choices.PADDINGS),
+    "pool_size": number(0, integer=True),
+    "dense_units": number(0, integer=True),
+    "dropout_conv": number(0, 1),
+    "dropout_dense": number(0, 1),
+    "activation": one_of(choices.ACTIVATIONS),
+    "kernel_initializer": one_of(choices.INITIALIZERS),
+    "precision": one_of(choices.PRECISIONS),
     "optimizer": one_of(choices.OPTIMIZERS),
-    "optimizer__learning_rate": number(0, closed_low=False),
-    "optimizer__momentum": number(0, 1),
+    "learning_rate": number(0, closed_low=False),
+    "momentum": number(0, 1),
     "loss": one_of(choices.LOSSES),
     "epochs": number(1, integer=True),
     "batch_size": number(1, integer=True),
-    "predict__batch_size": number(1, integer=True),
+    "predict_batch_size": number(1, integer=True),
     "validation_split": number(0, 1),
-    "compile__steps_per_execution": number(1, integer=True),
-    "compile__jit_compile": jit_compile,
+    "steps_per_execution": number(1, integer=True),
+    "jit_compile": jit_compile,
 }
 
 
 def validate_model(model: ModelConfig) -> None:
     """Check every typed ``model.*`` value; a builder's own arguments (``model.builder_args``) are preflight's."""
-    for routed, value in estimator_params(model).items():
-        if routed in CONFIG_KEYS:
-            RULES[routed](CONFIG_KEYS[routed], value)
+    for name, value in estimator_params(model).items():
+        if name in HYPERPARAMETERS:
+            RULES[name](f"model.{name}", value)
 
 
 def validate_grid(grid: dict[str, Any], allow_distributions: bool, where: str = "grid") -> None:
     """Check the grid is non-empty, names estimator parameters and lists valid values."""
     if not grid:
         raise ConfigError(f"{where}: the search space is empty; give at least one parameter with values")
-    # Other model__* keys are the builder's keyword arguments: preflight checks them against its signature.
-    unknown = [key for key in grid if key not in RULES and not key.startswith(BUILDER_PREFIX)]
+    # Other names are the builder's keyword arguments: preflight checks them against its signature.
+    unknown = [key for key in grid if key not in RULES and not is_builder_argument(key)]
     if unknown:
         raise ConfigError(f"{where}.{unknown[0]}: not an estimator parameter; valid: {', '.join(RULES)}")
     for key, values in bounding_values(build_space(grid, allow_distributions=allow_distributions)).items():

@@ -28,7 +28,8 @@ class ModelConfig:
     architecture fields (``conv_filters`` to ``precision``) are keyword arguments of the package's
     CNN, checked against the package's choices; they reach any builder that takes them and are None
     (the builder's own default) where unset. ``builder_args`` holds a builder's other keyword
-    arguments. All of them are ``model__<name>`` estimator parameters, so grids search them alike.
+    arguments. Each is the estimator parameter of its own name (``activation``, ``learning_rate``),
+    so grids, Optuna spaces and MLflow say what the config says (model/params.py).
     """
 
     builder: str = "mnist_hpo.model.cnn.build_cnn"

@@ -31,11 +31,22 @@ from mnist_hpo.execution.outputs import OUTPUTS
 from mnist_hpo.execution.scikeras_adapter import KerasClassifierAdapter
 from mnist_hpo.execution.trainer import unfusable_reason
 from mnist_hpo.model.cnn import MNIST_META
-from mnist_hpo.model.params import builder_identity, estimator_params, load_builder
+from mnist_hpo.model.params import (
+    TRAINING_ARGUMENTS,
+    builder_defaults,
+    builder_identity,
+    estimator_params,
+    load_builder,
+)
 
 log = logging.getLogger(__name__)
 
-# Rows per compiled prediction call when ``predict__batch_size`` is unset. Keras' ``predict`` builds a
+# The hyperparameters this class applies that scikeras does not know: kept from the builder.
+OWN_TRAINING_ARGUMENTS = tuple(
+    name for name in TRAINING_ARGUMENTS if name not in inspect.signature(KerasClassifierAdapter.__init__).parameters
+)
+
+# Rows per compiled prediction call when ``predict_batch_size`` is unset. Keras' ``predict`` builds a
 # tf.data pipeline per call: 2,000 rows took 57 ms here at batch 1,000, 11 ms in one ``predict_on_batch``.
 PREDICT_ROWS = 1024
 
@@ -43,7 +54,7 @@ PREDICT_ROWS = 1024
 # every value of them. Anything else (even an unknown parameter) keeps models apart.
 FIT_TIME_PARAMS = frozenset(
     {"batch_size", "epochs", "validation_split", "shuffle", "verbose", "callbacks", "class_weight",
-     "predict__batch_size", "warm_start", "random_state"}
+     "predict_batch_size", "warm_start", "random_state"}
 )  # fmt: skip
 
 
@@ -95,7 +106,11 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
     ``fit_store``, ``fit_store_budget_mb`` and ``model_cache_mb`` are this class's own keywords
     (scikeras' documented way to subclass): they say how a fit runs, never what it learns, so
     :data:`EXECUTION_PARAMS` keeps them out of fit keys and model signatures, and scikeras never
-    routes them to the model.
+    routes them to the model. Every other keyword is a hyperparameter under its config name
+    (``params.py``): the builder's arguments reach the builder (scikeras passes a constructor's
+    extra keywords to it by name); ``learning_rate``, ``momentum``, ``steps_per_execution``,
+    ``jit_compile`` and ``predict_batch_size`` are applied here, so this class keeps them from the
+    builder.
     """
 
     def __init__(
@@ -107,7 +122,10 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
         search_token: str | None = None,
         **kwargs: Any,
     ) -> None:
+        # Parameters all the same (scikit-learn reads them back as attributes), but not the builder's.
+        training = {name: kwargs.pop(name, None) for name in OWN_TRAINING_ARGUMENTS}
         super().__init__(**kwargs)
+        vars(self).update(training)
         self.fit_store = fit_store
         self.fit_store_budget_mb = fit_store_budget_mb
         self.model_cache_mb = model_cache_mb
@@ -130,21 +148,26 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
         encoder_loss = "categorical_crossentropy" if one_hot else self.loss
         return ClassifierLabelEncoder(loss=encoder_loss, categories=categories)
 
-    def compile_source(self) -> MnistCNNClassifier:
-        """Route ``optimizer__*`` values only to optimizers that take them (momentum: sgd).
+    def compile_arguments(self) -> dict[str, Any]:
+        """scikeras' compile arguments, with this estimator's optimizer settings and compile options.
 
-        scikeras builds the compile arguments from ``get_params()``, so an unfit twin without the
-        unaccepted values builds them; this estimator's own parameters are never touched.
+        ``learning_rate`` and ``momentum`` reach the optimizer when it takes them (momentum: sgd,
+        rmsprop); ``steps_per_execution`` and ``jit_compile`` reach ``Model.compile`` when set.
         """
-        optimizer = keras.optimizers.get(self.optimizer).__class__
-        accepted = set(inspect.signature(optimizer.__init__).parameters)
-        params = self.get_params(deep=False)
-        kept = {
+        arguments = super().compile_arguments()
+        optimizer = arguments["optimizer"]
+        accepted = set(inspect.signature(type(optimizer).__init__).parameters)
+        settings = {
             name: value
-            for name, value in params.items()
-            if not (name.startswith("optimizer__") and name.split("__")[1] not in accepted)
+            for name in ("learning_rate", "momentum")
+            if (value := getattr(self, name, None)) is not None and name in accepted
         }
-        return self if len(kept) == len(params) else type(self)(**kept)
+        if settings:
+            arguments["optimizer"] = type(optimizer).from_config(optimizer.get_config() | settings)
+        for name in ("steps_per_execution", "jit_compile"):
+            if (value := getattr(self, name, None)) is not None:
+                arguments[name] = value
+        return arguments
 
     def result_params(self) -> dict[str, Any]:
         """The parameters that decide what a fit learns: all but :data:`EXECUTION_PARAMS`.
@@ -320,22 +343,26 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
     def predict(self, X: np.ndarray, **kwargs: Any) -> np.ndarray:
         """Class labels; without extra Keras arguments through :meth:`probabilities`."""
         if kwargs or self.predict_routed():
-            return super().predict(X, **kwargs)
+            return super().predict(X, **self.predict_arguments(kwargs))
         return self.target_encoder_.inverse_transform(self.probabilities(X))
 
     def predict_proba(self, X: np.ndarray, **kwargs: Any) -> np.ndarray:
         """Class probabilities; without extra Keras arguments through :meth:`probabilities`."""
         if kwargs or self.predict_routed():
-            return super().predict_proba(X, **kwargs)
+            return super().predict_proba(X, **self.predict_arguments(kwargs))
         return self.target_encoder_.inverse_transform(self.probabilities(X), return_proba=True)
 
     def predict_routed(self) -> bool:
         """Whether the user routes arguments other than the batch size to Keras' ``predict``: then Keras predicts."""
-        params = self.get_params(deep=False)
-        return any(name.startswith("predict__") and name != "predict__batch_size" for name in params)
+        return any(name.startswith("predict__") for name in self.get_params(deep=False))
+
+    def predict_arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """Keras ``predict``'s keyword arguments: ``predict_batch_size`` unless the call gives a batch size."""
+        batch = getattr(self, "predict_batch_size", None)
+        return ({"batch_size": batch} if batch is not None else {}) | kwargs
 
     def probabilities(self, X: np.ndarray) -> np.ndarray:
-        """The model's outputs for ``X``, ``predict__batch_size`` rows per ``predict_on_batch`` call.
+        """The model's outputs for ``X``, ``predict_batch_size`` rows per ``predict_on_batch`` call.
 
         The forward pass of Keras' ``predict`` (its ``predict_step``, compiled once per model and
         input shape), without building a data pipeline on every call: the search predicts once per
@@ -353,7 +380,7 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
             if held is not None:
                 return held
         X = self.feature_encoder_.transform(X)
-        rows = getattr(self, "predict__batch_size", None) or PREDICT_ROWS
+        rows = getattr(self, "predict_batch_size", None) or PREDICT_ROWS
         count = len(X)
         if count > rows and count % rows:  # pad the last chunk: one input shape, one compiled predict step
             X = np.concatenate([X, np.zeros((rows - count % rows, *X.shape[1:]), X.dtype)])
@@ -376,9 +403,10 @@ def build_estimator(
 ) -> MnistCNNClassifier:
     """Build the unfitted, seeded estimator for the ``model`` group, run as ``execution`` says.
 
-    The estimator's ``model`` is the function ``model.builder`` names; scikeras routes each
-    ``model__<name>`` to it and passes ``meta`` (the training data's shape and classes) to a builder
-    that takes it, so one builder serves any image size and class count.
+    The estimator's ``model`` is the function ``model.builder`` names; each of its arguments is an
+    estimator parameter of its name (the config's value, else the builder's default), which scikeras
+    passes to it with ``meta`` (the training data's shape and classes) when it takes that, so one
+    builder serves any image size and class count.
 
     ``fit_store`` is the folder of finished fits (None: train every fit, keep none), kept within
     ``execution.fit_store_budget_mb``; ``execution.model_cache_mb`` bounds the compiled models a
@@ -386,8 +414,9 @@ def build_estimator(
     stored fit (so it counts as trained, not reused); ``execution.fusion`` trains a fit alone in the
     compiled trainer.
     """
+    builder = load_builder(model.builder)
     return MnistCNNClassifier(
-        model=load_builder(model.builder),
+        model=builder,
         metrics=["accuracy"],
         random_state=seed,
         verbose=0,
@@ -396,7 +425,7 @@ def build_estimator(
         model_cache_mb=execution.model_cache_mb,
         fusion=execution.fusion,
         search_token=search_token,
-        **estimator_params(model),
+        **(builder_defaults(builder) | estimator_params(model)),
     )
 
 

@@ -46,9 +46,9 @@ from mnist_hpo.execution.trainer import Trainer, learning_rate_mixes, unfusable_
 log = logging.getLogger(__name__)
 
 # Parameters members of one group may differ in: they change neither the step count nor the update rule.
-MEMBER_PARAMS = frozenset({"model__activation", "loss", "model__kernel_initializer"})
+MEMBER_PARAMS = frozenset({"activation", "loss", "kernel_initializer"})
 # And the learning rate, where the optimizer's update is linear in it (trainer.member_rates).
-RATE = "optimizer__learning_rate"
+RATE = "learning_rate"
 # Member-rows a group of a larger batch size may train (members x training rows x epochs, summed over its
 # splits) and still share the family's smallest batch size's program: below it, the micro-steps' extra
 # training (~35 % of its training time here) costs less than its own compile (docs/performance.md).
@@ -182,7 +182,7 @@ class FusedExecutor:
                     by_split[fit.split.index].append(fit)
                 for split_fits in by_split.values():
                     # Members with the same activation side by side: the wide form activates each run at once.
-                    split_fits.sort(key=lambda fit: describe(fit.params.get("model__activation")))
+                    split_fits.sort(key=lambda fit: describe(fit.params.get("activation")))
                     groups += self.groups_of(split_fits, X, y, micro[size], size, built)
         self.report.seconds += time.perf_counter() - started
         # The search asks for its fits candidate by candidate, each split in turn.

@@ -2,7 +2,7 @@
 
 scikeras 0.13 is unmaintained (its maintainer points to ``keras.wrappers``). It documents subclassing
 through constructor keywords and public methods, but three things the project's estimator needs
-exist only as private members: the compile arguments scikeras derives from the routed parameters,
+exist only as private members: the compile arguments scikeras derives from its parameters,
 the model build, and a fit's Keras callbacks (and the seed it drew for the fit). This module
 overrides or reads them and nothing else; at import it checks they are still there, so a scikeras
 release that renames one fails loudly, naming the member (tests/test_scikeras_adapter.py also
@@ -42,17 +42,12 @@ check_scikeras()
 class KerasClassifierAdapter(KerasClassifier):
     """scikeras' ``KerasClassifier`` with public hooks where it has only private ones."""
 
-    def compile_source(self) -> KerasClassifier:
-        """The estimator whose parameters scikeras derives the compile arguments from (here: itself)."""
-        return self
-
     def compile_arguments(self) -> dict[str, Any]:
-        """The keyword arguments scikeras compiles the model with (optimizer, loss, metrics, routed values)."""
-        return self._get_compile_kwargs()
+        """The keyword arguments the model compiles with (here: scikeras' optimizer, loss, metrics)."""
+        return super()._get_compile_kwargs()
 
     def _get_compile_kwargs(self) -> dict[str, Any]:
-        source = self.compile_source()
-        return super()._get_compile_kwargs() if source is self else source.compile_arguments()
+        return self.compile_arguments()
 
     def build_model(self, build: Callable[[], keras.Model]) -> keras.Model:
         """The model a fit starts from; ``build`` is scikeras' own build (here: called)."""

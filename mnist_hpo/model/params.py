@@ -1,4 +1,11 @@
-"""Maps the ``model`` config group to estimator parameters, and names what its builder takes: the one vocabulary."""
+"""Names each hyperparameter once: ``model.<name>`` in the config, ``<name>`` on the estimator.
+
+A field of the ``model`` config group (and each ``model.builder_args`` entry) is the estimator
+parameter of the same name, so grids, Optuna spaces, MLflow params and printed tables say
+``activation`` where the config says ``model.activation``. The builder's own arguments reach it as
+scikeras passes a constructor's extra keywords to the builder, by name; the others are the
+estimator's (:data:`TRAINING_ARGUMENTS`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,7 @@ import inspect
 import sys
 import sysconfig
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -15,65 +22,91 @@ from hydra.utils import instantiate
 
 from mnist_hpo.configuration.schema import ConfigError, ModelConfig
 
-# ``model.<field>`` in config is estimator parameter ``<routed name>`` in grids, in the
-# estimator and in MLflow, so a value keeps one name end to end.
-ROUTED_NAMES: dict[str, str] = {
-    "conv_filters": "model__conv_filters",
-    "kernel_size": "model__kernel_size",
-    "padding": "model__padding",
-    "pool_size": "model__pool_size",
-    "dense_units": "model__dense_units",
-    "dropout_conv": "model__dropout_conv",
-    "dropout_dense": "model__dropout_dense",
-    "activation": "model__activation",
-    "kernel_initializer": "model__kernel_initializer",
-    "precision": "model__precision",
-    "optimizer": "optimizer",
-    "learning_rate": "optimizer__learning_rate",
-    "momentum": "optimizer__momentum",
-    "loss": "loss",
-    "epochs": "epochs",
-    "batch_size": "batch_size",
-    "predict_batch_size": "predict__batch_size",
-    "validation_split": "validation_split",
-    "steps_per_execution": "compile__steps_per_execution",
-    "jit_compile": "compile__jit_compile",
-}
-CONFIG_KEYS: dict[str, str] = {routed: f"model.{field}" for field, routed in ROUTED_NAMES.items()}
-BUILDER_PREFIX = "model__"
-# The package CNN's keyword arguments are the typed architecture fields. Named here, Keras-free, so
-# the default builder's keys are checked before Keras loads (tests/test_builders.py holds them to
-# build_cnn's signature).
-CNN_ARGUMENTS = tuple(field for field, routed in ROUTED_NAMES.items() if routed.startswith(BUILDER_PREFIX))
+# Every hyperparameter the ``model`` group types: its config key is ``model.<name>``.
+HYPERPARAMETERS: tuple[str, ...] = tuple(
+    field.name for field in fields(ModelConfig) if field.name not in ("builder", "builder_args")
+)
+# The package CNN's keyword arguments. Named here, Keras-free, so the default builder's keys are
+# checked before Keras loads (tests/test_builders.py holds them to build_cnn's signature).
+CNN_ARGUMENTS = (
+    "conv_filters", "kernel_size", "padding", "pool_size", "dense_units", "dropout_conv", "dropout_dense",
+    "activation", "kernel_initializer", "precision",
+)  # fmt: skip
+# The hyperparameters the estimator applies itself (the optimizer, the loss, how it trains and
+# predicts); the rest go to the builder.
+TRAINING_ARGUMENTS = tuple(name for name in HYPERPARAMETERS if name not in CNN_ARGUMENTS)
+# scikeras' constructor parameters and the estimator's execution keywords: with TRAINING_ARGUMENTS,
+# the names the estimator owns, which scikeras never passes to a builder (tests/test_builders.py
+# holds this to the constructors' signatures).
+WRAPPER_ARGUMENTS = frozenset(
+    {"model", "build_fn", "warm_start", "random_state", "optimizer", "loss", "metrics", "batch_size",
+     "validation_batch_size", "verbose", "callbacks", "validation_split", "shuffle", "run_eagerly", "epochs",
+     "class_weight", "fit_store", "fit_store_budget_mb", "model_cache_mb", "fusion", "search_token"}
+)  # fmt: skip
+ESTIMATOR_ARGUMENTS = WRAPPER_ARGUMENTS | frozenset(TRAINING_ARGUMENTS)
 DEFAULT_BUILDER: str = ModelConfig.builder  # the dataclass field's default: one definition
 # scikeras fills these itself (``meta``: the data's shape and classes), so no config sets them.
 SCIKERAS_ARGUMENTS = frozenset({"meta", "compile_kwargs", "params"})
 
 
 def estimator_params(model: ModelConfig) -> dict[str, Any]:
-    """The estimator parameters, under scikeras routed names, that ``model`` sets.
+    """The estimator parameters ``model`` sets, each under its config field's (or builder argument's) name.
 
-    Unset (None) architecture fields are left to the builder's defaults; ``builder_args`` become
-    ``model__<name>``. The builder itself is the estimator's ``model`` (see ``load_builder``).
+    Unset (None) architecture fields are left to the builder's defaults. The builder itself is the
+    estimator's ``model`` (see ``load_builder``).
     """
     values = asdict(model) if isinstance(model, ModelConfig) else dict(model)
     values.pop("builder", None)
     builder_args = values.pop("builder_args", None) or {}
-    params = {ROUTED_NAMES[field]: value for field, value in values.items() if value is not None}
-    if "model__conv_filters" in params:
-        params["model__conv_filters"] = list(params["model__conv_filters"])
+    params = {name: value for name, value in values.items() if value is not None}
+    if "conv_filters" in params:
+        params["conv_filters"] = list(params["conv_filters"])
     # A typed key wins over a builder_args entry of its name (preflight rejects that entry).
-    return {f"{BUILDER_PREFIX}{name}": value for name, value in builder_args.items()} | params
+    return dict(builder_args) | params
 
 
-def config_key(routed: str) -> str:
-    """The config key that sets estimator parameter ``routed``: ``model.<field>`` or ``model.builder_args.<name>``."""
-    return CONFIG_KEYS.get(routed) or f"model.builder_args.{routed.removeprefix(BUILDER_PREFIX)}"
+def is_builder_argument(name: str) -> bool:
+    """Whether estimator parameter ``name`` goes to the builder (every name the estimator does not own)."""
+    return name not in ESTIMATOR_ARGUMENTS
+
+
+def config_key(name: str) -> str:
+    """The config key that sets estimator parameter ``name``: ``model.<name>`` or ``model.builder_args.<name>``."""
+    return f"model.{name}" if name in HYPERPARAMETERS else f"model.builder_args.{name}"
+
+
+def plain(value: Any) -> bool:
+    """Whether ``value`` is data a config could hold (so it can stand in a parameter and a fit key)."""
+    if isinstance(value, list | tuple):
+        return all(plain(item) for item in value)
+    return value is None or isinstance(value, str | int | float | bool)
+
+
+def builder_defaults(builder: Callable[..., Any]) -> dict[str, Any]:
+    """The builder's keyword arguments with plain defaults, as estimator parameters.
+
+    Given to the estimator beside the config's values, so every argument of the builder is a
+    parameter a grid can set (scikit-learn sets only parameters the estimator was built with) and
+    MLflow records the value each fit used. Tuples become lists, as the config gives them.
+    """
+    try:
+        parameters = inspect.signature(builder).parameters.values()
+    except (TypeError, ValueError):
+        return {}
+    return {
+        parameter.name: list(parameter.default) if isinstance(parameter.default, tuple) else parameter.default
+        for parameter in parameters
+        if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)
+        and parameter.default is not parameter.empty
+        and plain(parameter.default)
+        and parameter.name not in SCIKERAS_ARGUMENTS
+        and is_builder_argument(parameter.name)
+    }
 
 
 @dataclass(frozen=True)
 class BuilderSignature:
-    """What a builder takes: the keyword arguments a config or a grid may give it as ``model__<name>``."""
+    """What a builder takes: the keyword arguments a config or a grid may give it, by name."""
 
     path: str
     arguments: tuple[str, ...]

@@ -46,7 +46,7 @@ def build_space(grid: Mapping[str, Any], *, allow_distributions: bool) -> dict[s
     """Convert the grid config to sklearn's ``param_grid`` / ``param_distributions``.
 
     Args:
-        grid: Estimator parameter (routed name) to a list of values or a distribution.
+        grid: Estimator parameter (a ``model`` field's name) to a list of values or a distribution.
         allow_distributions: Whether ``{dist: ...}`` entries are allowed (random search).
 
     Returns:
