@@ -18,7 +18,8 @@ from mnist_hpo.configuration.schema import Config, config_yaml
 from mnist_hpo.data.loading import MnistData
 from mnist_hpo.environment.provenance import Provenance, git_commit, model_requirements
 from mnist_hpo.execution.ahead import TrainingAhead
-from mnist_hpo.execution.estimator import MnistCNNClassifier, build_estimator, parameter_counts, training_times
+from mnist_hpo.execution.candidate_costs import parameter_counts, training_times
+from mnist_hpo.execution.estimator import MnistCNNClassifier, build_estimator
 from mnist_hpo.execution.executors import temporary_fit_store, train_ahead
 from mnist_hpo.execution.fused import FusedReport
 from mnist_hpo.execution.outputs import OUTPUTS

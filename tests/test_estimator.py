@@ -10,7 +10,8 @@ from sklearn.model_selection import StratifiedKFold, check_cv
 from mnist_hpo.configuration.choices import ACTIVATIONS, INITIALIZERS
 from mnist_hpo.configuration.schema import DataConfig, ExecutionConfig, ModelConfig
 from mnist_hpo.data.loading import load_data
-from mnist_hpo.execution.estimator import MnistCNNClassifier, TrainingDivergedError, build_estimator, parameter_counts
+from mnist_hpo.execution.candidate_costs import parameter_counts
+from mnist_hpo.execution.estimator import MnistCNNClassifier, TrainingDivergedError, build_estimator
 from mnist_hpo.model.cnn import build_cnn
 
 UNCACHED = ExecutionConfig(model_cache_mb=0)

@@ -14,14 +14,38 @@ A compiled trainer may run a step as several micro-steps of ``micro`` rows (a di
 size) whose gradients it sums before the one update (:meth:`BatchOrder.micro_layout`): the step's
 loss is still the mean over its rows, so the update is the same up to float rounding, and fits of
 several batch sizes then share one compiled program (execution/fused.py says when that pays).
+
+Inference cuts rows alike for every compiled prediction (:func:`in_chunks`): fixed-size chunks, the
+last padded with zero rows, so one input shape serves every call.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+
+def in_chunks(predict: Callable[[np.ndarray], Any], x: np.ndarray, rows: int) -> np.ndarray:
+    """``predict`` over ``x``, ``rows`` rows a call (fewer when ``x`` has fewer), outputs joined on the rows axis.
+
+    Rows are independent in inference, so the zero rows padding the last chunk change no output;
+    only that chunk is copied.
+    """
+    if len(x) == 0:
+        return np.asarray(predict(x))
+    chunk = min(rows, len(x))
+    parts = []
+    for at in range(0, len(x), chunk):
+        block = x[at : at + chunk]
+        count = len(block)
+        if count < chunk:
+            block = np.concatenate([block, np.zeros((chunk - count, *x.shape[1:]), x.dtype)])
+        parts.append(np.asarray(predict(block))[:count])
+    return np.concatenate(parts)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import inspect
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,6 @@ from typing import Any
 import keras
 import numpy as np
 from scikeras.utils.transformers import ClassifierLabelEncoder
-from sklearn.base import clone
 from sklearn.callback import CallbackContext, CallbackSupportMixin, with_callbacks
 from sklearn.exceptions import NotFittedError
 from sklearn.utils import ClassifierTags
@@ -22,7 +21,7 @@ from sklearn.utils import ClassifierTags
 from mnist_hpo.configuration.choices import ONE_HOT_LOSSES
 from mnist_hpo.configuration.schema import ExecutionConfig, ModelConfig
 from mnist_hpo.execution.ahead import BUILD_LOCK, PENDING
-from mnist_hpo.execution.batches import BatchOrder
+from mnist_hpo.execution.batches import BatchOrder, in_chunks
 from mnist_hpo.execution.compiled import build_trainer
 from mnist_hpo.execution.fit_keys import KNOWN_ROWS, describe, digest_arrays, key_from_digest, numerics_versions
 from mnist_hpo.execution.fit_store import FitStore
@@ -30,7 +29,6 @@ from mnist_hpo.execution.model_cache import MODELS
 from mnist_hpo.execution.outputs import OUTPUTS
 from mnist_hpo.execution.scikeras_adapter import KerasClassifierAdapter
 from mnist_hpo.execution.trainer import unfusable_reason
-from mnist_hpo.model.cnn import MNIST_META
 from mnist_hpo.model.params import (
     TRAINING_ARGUMENTS,
     builder_defaults,
@@ -38,6 +36,7 @@ from mnist_hpo.model.params import (
     estimator_params,
     load_builder,
 )
+from mnist_hpo.search.tasks import EPOCH_TASK
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +55,6 @@ FIT_TIME_PARAMS = frozenset(
     {"batch_size", "epochs", "validation_split", "shuffle", "verbose", "callbacks", "class_weight",
      "predict_batch_size", "warm_start", "random_state"}
 )  # fmt: skip
-
-
-EPOCH_TASK = "epoch"  # the callback task of one Keras epoch, a subtask of the fit's task
 
 
 class TrainingDivergedError(RuntimeError):
@@ -366,7 +362,7 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
 
         The forward pass of Keras' ``predict`` (its ``predict_step``, compiled once per model and
         input shape), without building a data pipeline on every call: the search predicts once per
-        fold. Rows are independent in inference, so zero rows padding the last chunk change no output.
+        fold. Every chunk has one shape (``batches.in_chunks``), so the step compiles once.
         """
         if not getattr(self, "initialized_", False):
             raise NotFittedError("Estimator needs to be fit before `predict` can be called")
@@ -379,13 +375,8 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
             held = OUTPUTS.take(self.fit_key_, X)  # its fused group's outputs on these very rows
             if held is not None:
                 return held
-        X = self.feature_encoder_.transform(X)
         rows = getattr(self, "predict_batch_size", None) or PREDICT_ROWS
-        count = len(X)
-        if count > rows and count % rows:  # pad the last chunk: one input shape, one compiled predict step
-            X = np.concatenate([X, np.zeros((rows - count % rows, *X.shape[1:]), X.dtype)])
-        outputs = [np.asarray(self.model_.predict_on_batch(X[at : at + rows])) for at in range(0, len(X), rows)]
-        return np.concatenate(outputs)[:count]
+        return in_chunks(self.model_.predict_on_batch, self.feature_encoder_.transform(X), rows)
 
     def _raise_if_diverged(self) -> None:
         losses = self.history_.get("loss", [])
@@ -427,43 +418,6 @@ def build_estimator(
         search_token=search_token,
         **(builder_defaults(builder) | estimator_params(model)),
     )
-
-
-def parameter_counts(
-    estimator: MnistCNNClassifier, candidates: Sequence[dict[str, Any]], y: np.ndarray, X: np.ndarray | None = None
-) -> np.ndarray:
-    """Trainable weights of each candidate's model, built (never trained) on one blank image per class.
-
-    ``X`` gives the image shape (a model's weights depend on it); None counts for MNIST's 28 x 28 x 1.
-    """
-    classes = np.unique(y)
-    shape = X.shape[1:] if X is not None else MNIST_META["X_shape_"][1:]
-    probe = np.zeros((len(classes), *shape), dtype=np.float32)
-    counts = []
-    for params in candidates:
-        twin = clone(estimator).set_params(fit_store=None, **params).initialize(probe, classes)
-        counts.append(sum(int(np.prod(weight.shape)) for weight in twin.model_.trainable_weights))
-    return np.asarray(counts)
-
-
-def training_times(
-    estimator: MnistCNNClassifier, X: np.ndarray, y: np.ndarray, cv: Any, cv_results: Mapping[str, Any]
-) -> np.ndarray:
-    """Mean training time per candidate as recorded when each fit trained (the fit store keeps it).
-
-    Where a fit is not stored (store off, or a halving iteration's subsample), the time the search
-    measured stands in: then it was trained in this search, so that time is its training time.
-    """
-    digests = [
-        KNOWN_ROWS.digest(X[train], y[train]) or digest_arrays(X[train], y[train], None) for train, _ in cv.split(X, y)
-    ]
-    recorded = np.array(
-        [
-            np.mean([clone(estimator).set_params(**params).stored_fit_time(digest) for digest in digests])
-            for params in cv_results["params"]
-        ]
-    )
-    return np.where(np.isfinite(recorded), recorded, np.asarray(cv_results["mean_fit_time"], dtype=float))
 
 
 # This class's own constructor keywords: how a fit runs, never what it learns.

@@ -36,7 +36,7 @@ from typing import Any
 import keras
 import numpy as np
 
-from mnist_hpo.execution.batches import BatchOrder
+from mnist_hpo.execution.batches import BatchOrder, in_chunks
 from mnist_hpo.execution.fused_model import FusedModel
 
 Rows = Sequence[np.ndarray]  # arrays of input rows, each scored by every member
@@ -214,25 +214,14 @@ class Trainer:
         return keras.ops.stack(outputs, axis=1)
 
     def outputs(self, trainable: Any, non_trainable: Any, score: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
-        """Per member, its outputs on each array of ``score``, in chunks of :data:`VALIDATION_CHUNK` rows.
-
-        The last chunk is padded with zero rows (rows are independent in inference): one input shape.
-        """
+        """Per member, its outputs on each array of ``score``, in chunks of :data:`VALIDATION_CHUNK` rows."""
         if not score:
             return [[] for _ in range(self.fused.members)]
         if getattr(self, "predict", None) is None:
             self.predict = self.compile_predict()
-        per_array = []
-        for x in score:
-            chunk = min(VALIDATION_CHUNK, len(x))
-            parts = []
-            for at in range(0, len(x), chunk):
-                block = x[at : at + chunk]
-                rows = len(block)
-                if rows < chunk:  # only the last chunk is copied, to pad it
-                    block = np.concatenate([block, np.zeros((chunk - rows, *x.shape[1:]), x.dtype)])
-                parts.append(np.asarray(self.predict(trainable, non_trainable, block))[:rows])
-            per_array.append(np.concatenate(parts))
+        per_array = [
+            in_chunks(lambda block: self.predict(trainable, non_trainable, block), x, VALIDATION_CHUNK) for x in score
+        ]
         return [[np.ascontiguousarray(array[:, member]) for array in per_array] for member in range(self.fused.members)]
 
     def evaluation(self, *options: Hashable) -> Callable[..., Any]:

@@ -28,8 +28,8 @@ from sklearn.model_selection._search import BaseSearchCV  # scikit-learn's docum
 
 from mnist_hpo.configuration.schema import ConfigError
 from mnist_hpo.search.space import distribution, is_distribution
+from mnist_hpo.search.tasks import BATCH_TASK
 
-BATCH_TASK = "optuna-batch"  # the callback task of one batch of trials (a child of the search task)
 # Optuna's own progress lines ("Trial 3 finished with value ...") would repeat what the search prints.
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 # Samplers' keyword arguments are settled API; Optuna still marks some as experimental.

@@ -108,7 +108,7 @@ def summarize(
     """Collect the search's results, compare every candidate with the best, score the refitted one on test.
 
     ``training_time`` is each candidate's mean training time as recorded when its fits trained
-    (:func:`mnist_hpo.execution.estimator.training_times`): ``mean_fit_time`` is what this search measured,
+    (:func:`mnist_hpo.execution.candidate_costs.training_times`): ``mean_fit_time`` is what this search measured,
     which for a fit restored from the fit store is the restore, not the training.
     """
     # The searched axes only: a halving resource (e.g. epochs) is not a candidate's identity.

@@ -6,7 +6,6 @@ each fit is, in the main process or in any worker the search's joblib backend st
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -14,13 +13,11 @@ from typing import Any
 
 import psutil
 from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sklearn.callback import CallbackContext
 
 from mnist_hpo.search.strategies import candidate_params
 from mnist_hpo.tracking.datasets import DataOrigin, fold_input, log_inputs, training_input
-from mnist_hpo.tracking.limits import param_value
-from mnist_hpo.tracking.redaction import redact
+from mnist_hpo.tracking.run_tree import RunTree, params_batch
 from mnist_hpo.tracking.runs import (
     CANDIDATE,
     ERROR,
@@ -34,10 +31,8 @@ from mnist_hpo.tracking.runs import (
     REPEAT,
     REUSED,
     REUSED_FIT_KEY,
-    SEARCH_RUN,
     SPLIT,
     TRAINED_BY,
-    TRIAL,
     close_run,
 )
 from mnist_hpo.tracking.store import Store
@@ -45,26 +40,16 @@ from mnist_hpo.tracking.store_loss import guarded
 from mnist_hpo.tracking.tasks import Task, task_of
 
 
-def candidate_key(params: dict[str, Any], axes: list[str]) -> str:
-    """A canonical text for one candidate: its values on the search axes."""
-    return json.dumps({axis: params[axis] for axis in sorted(axes)}, sort_keys=True, default=str)
-
-
-def params_batch(params: dict[str, Any]) -> list[Param]:
-    """MLflow params from a dict, values as text with credentials hidden."""
-    return [Param(key, param_value(redact(str(value)))) for key, value in params.items()]
-
-
 class FoldLogger:
-    """Auto-propagated sklearn callback: one MLflow run per candidate and per (candidate, fold).
+    """Auto-propagated sklearn callback: what each fold (and the refit) of a search records in MLflow.
 
-    Candidate runs are made in the main process when the search task begins, so they exist
-    before any worker needs one; fold runs are made by whichever process fits the fold and
-    attach to their candidate by the candidate's parameter values, never by arrival order.
-    A fit restored from the fit store gets its fold run like any other, with the curves, fit
-    time and the run that trained it; when a search run is resumed, its candidate runs are
-    reused, and a restored fit whose fold run had FINISHED gets no second fold run. Each fold run
-    records the rows it fit on as its training dataset, and the refit run the whole training set.
+    It turns the search's tasks into runs of the search's :class:`RunTree` (candidate runs when the
+    search or an Optuna batch begins) and writes each fold run: made by whichever process fits the
+    fold, with the rows it fit on as its training dataset, each epoch's metrics as they come, and at
+    its end the fit time, the fit key and its status. A fit restored from the fit store gets its fold
+    run like any other, with the curves, fit time and the run that trained it; a resumed search's
+    restored fit whose fold run had FINISHED gets no second one. The refit run records the whole
+    training set.
 
     Args:
         store: The tracking store; workers open their own client from its URI.
@@ -87,15 +72,10 @@ class FoldLogger:
         origin: DataOrigin | None = None,
     ) -> None:
         self.store = store
-        self.experiment_id = experiment_id
-        self.search_run_id = search_run_id
+        self.tree = RunTree(store, experiment_id, search_run_id)
         self.n_splits = n_splits
         self.n_repeats = n_repeats
         self.origin = origin
-        self.axes: list[str] = []
-        self.candidate_runs: dict[str, str] = {}
-        self.finished_folds: set[tuple[str, str, str]] = set()
-        self.refit_finished = False
         self.fold_runs: dict[tuple[int, ...], str | None] = {}
         self.pending_params: dict[str, list[Param]] = {}
 
@@ -110,19 +90,19 @@ class FoldLogger:
         with guarded():
             task = task_of(context, self.n_splits * self.n_repeats)
             if task.kind == "search":
-                self.load_existing_runs()
-                self.create_candidate_runs(list(candidate_params(estimator)))
+                self.tree.adopt_existing()
+                self.tree.create_candidates(list(candidate_params(estimator)))
             elif task.kind == "batch":  # an Optuna batch: its trials are candidates from now on
-                self.create_candidate_runs(estimator.batch_candidates_, estimator.batch_trials_)
+                self.tree.create_candidates(estimator.batch_candidates_, estimator.batch_trials_)
             elif task.kind == "fold":
                 self.fold_runs[task.path] = self.create_fold_run(estimator, task, X, y)
             elif task.kind == "refit":
                 reused = getattr(estimator, "fit_reused_", False)
-                if reused and self.refit_finished:  # a resumed search whose refit had finished: no second run
+                if reused and self.tree.refit_finished:  # a resumed search whose refit had finished: no second run
                     self.fold_runs[task.path] = None
                     return
                 tags = {LEVEL: "refit"} | ({REUSED: "true"} if reused else {})
-                run_id = self.create_run("refit", self.search_run_id, tags)
+                run_id = self.tree.create_run("refit", self.tree.search_run_id, tags)
                 if self.origin is not None and X is not None:
                     log_inputs(self.store.client(), run_id, [training_input(self.origin, X, y)])
                 self.fold_runs[task.path] = run_id
@@ -140,63 +120,22 @@ class FoldLogger:
                 if run_id is not None:
                     self.close_fold_run(run_id, estimator)
 
-    def create_run(self, name: str, parent_id: str, tags: dict[str, str]) -> str:
-        """Create a child run of ``parent_id`` and return its id."""
-        run = self.store.client().create_run(
-            self.experiment_id,
-            run_name=name,
-            tags={MLFLOW_PARENT_RUN_ID: parent_id, SEARCH_RUN: self.search_run_id, **tags},
-        )
-        return run.info.run_id
-
-    def load_existing_runs(self) -> None:
-        """Adopt the candidate runs and finished fold runs of a resumed search run."""
-        client = self.store.client()
-        query = f"tags.`{SEARCH_RUN}` = '{self.search_run_id}'"
-        for run in client.search_runs([self.experiment_id], query, max_results=50000):
-            tags = run.data.tags
-            if tags.get(LEVEL) == "candidate":
-                self.candidate_runs[tags[CANDIDATE]] = run.info.run_id
-                if run.info.status != "RUNNING":
-                    client.update_run(run.info.run_id, status="RUNNING")
-                if ERROR in tags:  # the interruption's reason no longer describes it
-                    client.delete_tag(run.info.run_id, ERROR)
-            elif tags.get(LEVEL) == "fold" and run.info.status == "FINISHED":
-                self.finished_folds.add((tags[CANDIDATE], tags[SPLIT], tags.get(ITERATION, "0")))
-            elif tags.get(LEVEL) == "refit" and run.info.status == "FINISHED":
-                self.refit_finished = True
-
-    def create_candidate_runs(self, candidates: list[dict[str, Any]], trials: list[int] | None = None) -> None:
-        """One run per candidate, keyed by its parameter values; an Optuna trial's named and tagged by its number."""
-        client = self.store.client()
-        if candidates and not self.axes:
-            self.axes = sorted(candidates[0])
-        for index, params in enumerate(candidates):
-            key = candidate_key(params, self.axes)
-            if key in self.candidate_runs:
-                continue
-            number = index if trials is None else trials[index]
-            tags = {LEVEL: "candidate", CANDIDATE: key} | ({TRIAL: str(number)} if trials is not None else {})
-            run_id = self.create_run(f"candidate-{number:03d}", self.search_run_id, tags)
-            client.log_batch(run_id, params=params_batch(params))
-            self.candidate_runs[key] = run_id
-
     def create_fold_run(self, estimator: Any, task: Task, X: Any, y: Any) -> str | None:
         """Create the run of one (candidate, fold) fit under its candidate run, with the rows it fits on.
 
         None for a fit restored from the fit store whose fold run already FINISHED (a resumed search).
         """
-        key = candidate_key(estimator.get_params(), self.axes)
+        key = self.tree.key(estimator.get_params())
         split, iteration = task.split, task.iteration
         repeat, fold = divmod(split, self.n_splits)
         reused = getattr(estimator, "fit_reused_", False)
-        if reused and (key, str(split), str(iteration)) in self.finished_folds:  # finished_folds holds splits
+        if reused and self.tree.fold_finished(key, split, iteration):
             return None
         tags = {LEVEL: "fold", CANDIDATE: key, SPLIT: str(split), REPEAT: str(repeat), ITERATION: str(iteration)}
         if reused:
             tags[REUSED] = "true"
         name = f"repeat-{repeat}-fold-{fold}" if self.n_repeats > 1 else f"fold-{fold}"
-        run_id = self.create_run(name, self.candidate_runs[key], tags)
+        run_id = self.tree.create_run(name, self.tree.candidate_runs[key], tags)
         n_train = len(X) if X is not None else 0
         n_validation = int(n_train * estimator.validation_split)
         params = params_batch(
@@ -232,7 +171,7 @@ class FoldLogger:
     def origin_run(self, fit_key: str) -> str:
         """The run that trained the stored fit ``fit_key``: the first fold or refit run tagged with it."""
         runs = self.store.client().search_runs(
-            [self.experiment_id],
+            [self.tree.experiment_id],
             f"tags.`{FIT_KEY}` = '{fit_key}'",
             order_by=["attributes.start_time ASC"],
             max_results=1,

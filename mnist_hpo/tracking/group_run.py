@@ -9,8 +9,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
-from mnist_hpo.tracking.fold_logger import params_batch
 from mnist_hpo.tracking.records import metrics_batch
+from mnist_hpo.tracking.run_tree import params_batch
 from mnist_hpo.tracking.runs import LEVEL, close_dead_runs, close_on_exit, this_process
 from mnist_hpo.tracking.store import Store, experiment_id
 from mnist_hpo.tracking.store_loss import store_lost

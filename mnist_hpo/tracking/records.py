@@ -17,9 +17,9 @@ from mlflow.entities import Metric, RunStatus, RunTag
 
 from mnist_hpo.search.evaluation import SearchResult
 from mnist_hpo.search.selection import COMPARISON_COLUMNS
-from mnist_hpo.tracking.fold_logger import candidate_key
 from mnist_hpo.tracking.limits import tag_value
 from mnist_hpo.tracking.model_log import log_best_model
+from mnist_hpo.tracking.run_tree import candidate_key
 from mnist_hpo.tracking.runs import (
     BEST,
     BEST_CANDIDATE,

@@ -21,10 +21,11 @@ from mnist_hpo.data.loading import MnistData
 from mnist_hpo.environment.provenance import Provenance
 from mnist_hpo.search.evaluation import SearchResult
 from mnist_hpo.tracking.datasets import DataOrigin, log_inputs, search_inputs
-from mnist_hpo.tracking.fold_logger import FoldLogger, params_batch
+from mnist_hpo.tracking.fold_logger import FoldLogger
 from mnist_hpo.tracking.limits import tag_value
 from mnist_hpo.tracking.records import SearchRecords
 from mnist_hpo.tracking.redaction import redact
+from mnist_hpo.tracking.run_tree import params_batch
 from mnist_hpo.tracking.runs import (
     BEST_PARAMS,
     CANDIDATE,

@@ -10,8 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mnist_hpo.execution.estimator import EPOCH_TASK
-from mnist_hpo.search.bayesian import BATCH_TASK
+from mnist_hpo.search.tasks import BATCH_TASK, EPOCH_TASK
 
 # scikit-learn's own task names (sklearn/model_selection/_search.py and _search_successive_halving.py).
 SEARCH_TASK = "search"
