@@ -21,6 +21,7 @@ from mnist_hpo.execution.ahead import TrainingAhead
 from mnist_hpo.execution.candidate_costs import parameter_counts, training_times
 from mnist_hpo.execution.estimator import MnistCNNClassifier, build_estimator
 from mnist_hpo.execution.executors import temporary_fit_store, train_ahead
+from mnist_hpo.execution.fit_keys import numerics_versions
 from mnist_hpo.execution.fused import FusedReport
 from mnist_hpo.execution.outputs import OUTPUTS
 from mnist_hpo.execution.workers import fit_workers
@@ -90,7 +91,8 @@ def run_search(
     one serves this search alone.
     """
     fingerprint = session.data.fingerprint()  # hashes every image: once per search
-    key = resume_key(cfg, fingerprint, keras.backend.backend())
+    backend = keras.backend.backend()
+    key = resume_key(cfg, fingerprint, backend, numerics_versions(backend))
     args = (cfg, job, session, console, parent_run_id, run_name, key, fingerprint)
     if session.fit_store is not None or not cfg.execution.fusion:
         return fitted_search(*args, session.fit_store)

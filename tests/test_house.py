@@ -14,7 +14,10 @@ from conftest import ROOT, compose_config
 
 from mnist_hpo.configuration.schema import EXECUTION_KEYS, ExecutionConfig, moved_key
 from mnist_hpo.execution.estimator import build_estimator
+from mnist_hpo.execution.fit_keys import fit_key
 from mnist_hpo.tracking.identity import resume_key
+
+VERSIONS = {"keras": "3.15", "tensorflow": "2.20"}
 
 PACKAGE = ROOT / "mnist_hpo"
 
@@ -177,7 +180,7 @@ def test_no_execution_key_reaches_what_a_fit_learns_or_the_resume_identity():
     """
     cfg = compose_config("experiment=smoke")
     base_fit = build_estimator(cfg.model, cfg.execution, cfg.seed).result_params()
-    base_key = resume_key(cfg, "data", "tensorflow")
+    base_key = resume_key(cfg, "data", "tensorflow", VERSIONS)
     hints = get_type_hints(ExecutionConfig)
     changed = 0
     for field in fields(ExecutionConfig):
@@ -186,11 +189,11 @@ def test_no_execution_key_reaches_what_a_fit_learns_or_the_resume_identity():
             continue  # execution.ray: Ray's own settings, read only by the Ray backend
         execution = replace(cfg.execution, **{field.name: other_value(value, hints[field.name])})
         assert build_estimator(cfg.model, execution, cfg.seed).result_params() == base_fit, field.name
-        assert resume_key(replace(cfg, execution=execution), "data", "tensorflow") == base_key, field.name
+        assert resume_key(replace(cfg, execution=execution), "data", "tensorflow", VERSIONS) == base_key, field.name
         changed += 1
     assert changed >= 10
     tracking = replace(cfg.tracking, experiment="elsewhere", enabled=False)
-    assert resume_key(replace(cfg, tracking=tracking), "data", "tensorflow") == base_key
+    assert resume_key(replace(cfg, tracking=tracking), "data", "tensorflow", VERSIONS) == base_key
 
 
 @pytest.mark.parametrize(
@@ -205,15 +208,19 @@ def test_no_execution_key_reaches_what_a_fit_learns_or_the_resume_identity():
     ],
 )
 def test_a_result_deciding_key_changes_the_resume_identity(override):
-    base = resume_key(compose_config("experiment=smoke"), "data", "tensorflow")
-    assert resume_key(compose_config("experiment=smoke", override), "data", "tensorflow") != base
+    base = resume_key(compose_config("experiment=smoke"), "data", "tensorflow", VERSIONS)
+    assert resume_key(compose_config("experiment=smoke", override), "data", "tensorflow", VERSIONS) != base
 
 
-def test_data_and_backend_are_part_of_the_resume_identity():
+def test_data_backend_and_numerics_versions_are_part_of_the_resume_identity_as_of_a_fit_key():
     cfg = compose_config("experiment=smoke")
-    base = resume_key(cfg, "data", "tensorflow")
-    assert resume_key(cfg, "other data", "tensorflow") != base
-    assert resume_key(cfg, "data", "jax") != base
+    base = resume_key(cfg, "data", "tensorflow", VERSIONS)
+    assert resume_key(cfg, "other data", "tensorflow", VERSIONS) != base
+    assert resume_key(cfg, "data", "jax", VERSIONS) != base
+    newer = VERSIONS | {"keras": "3.99"}
+    assert resume_key(cfg, "data", "tensorflow", newer) != base
+    # The same three things keep two fits apart.
+    assert fit_key({}, "tensorflow", newer) != fit_key({}, "tensorflow", VERSIONS)
 
 
 @pytest.mark.parametrize("key", EXECUTION_KEYS)
