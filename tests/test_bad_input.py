@@ -98,6 +98,10 @@ BAD_INPUTS = {
         ["+grid.activaton=[relu]"],
         "grid.activaton: not an estimator parameter; valid:",
     ),
+    "grid key the estimator keeps for how it runs": (
+        ["+grid.fit_store=[true]"],
+        "grid.fit_store: not a hyperparameter (it says how a fit runs, not what it learns); valid: conv_filters,",
+    ),
     "grid value": (
         ["grid.activation=[relu,swishy]"],
         "grid.activation: unknown value 'swishy'",

@@ -75,7 +75,10 @@ def validate_grid(grid: dict[str, Any], allow_distributions: bool, where: str = 
     # Other names are the builder's keyword arguments: preflight checks them against its signature.
     unknown = [key for key in grid if key not in RULES and not is_builder_argument(key)]
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: not an estimator parameter; valid: {', '.join(RULES)}")
+        raise ConfigError(
+            f"{where}.{unknown[0]}: not a hyperparameter (it says how a fit runs, not what it learns); "
+            f"valid: {', '.join(RULES)} and the builder's arguments"
+        )
     for key, values in bounding_values(build_space(grid, allow_distributions=allow_distributions)).items():
         for value in values if key in RULES else ():
             RULES[key](f"{where}.{key}", value)
