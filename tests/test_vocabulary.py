@@ -18,7 +18,7 @@ CONFIG_FIELDS = {field.name for field in fields(ModelConfig)}
 # Each preset's axes keep their names, one value each: the names are under test, not the grid's size.
 PRESETS = {
     "default": ["data.train_size=200", "model.epochs=1"],
-    "leohoji": ["experiment=leohoji", "data=embedded", "data.train_size=200", "execution.n_jobs=1"],
+    "leohoji": ["experiment=leohoji", "data=embedded", "data.train_size=200", "model.epochs=1", "execution.n_jobs=1"],
 }
 
 
