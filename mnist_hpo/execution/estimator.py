@@ -349,7 +349,7 @@ class MnistCNNClassifier(CallbackSupportMixin, KerasClassifierAdapter):
         return self.target_encoder_.inverse_transform(self.probabilities(X), return_proba=True)
 
     def predict_routed(self) -> bool:
-        """Whether the user routes arguments other than the batch size to Keras' ``predict``: then Keras predicts."""
+        """Whether the user routes arguments to Keras' ``predict`` (scikeras' ``predict__*``): then Keras predicts."""
         return any(name.startswith("predict__") for name in self.get_params(deep=False))
 
     def predict_arguments(self, kwargs: dict[str, Any]) -> dict[str, Any]:
