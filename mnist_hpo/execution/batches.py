@@ -29,17 +29,18 @@ from typing import Any
 import numpy as np
 
 
-def in_chunks(predict: Callable[[np.ndarray], Any], x: np.ndarray, rows: int) -> np.ndarray:
-    """``predict`` over ``x``, ``rows`` rows a call (fewer when ``x`` has fewer), outputs joined on the rows axis.
+def in_chunks(predict: Callable[[np.ndarray], Any], x: np.ndarray, rows: int, fixed: bool = False) -> np.ndarray:
+    """``predict`` over ``x``, ``rows`` rows a call, outputs joined on the rows axis.
 
     Rows are independent in inference, so the zero rows padding the last chunk change no output;
-    only that chunk is copied.
+    only that chunk is copied. ``fixed``: every call gets exactly ``rows`` rows, however few ``x``
+    has (a compiled program of one input shape); else a call takes at most ``len(x)``.
     """
-    if len(x) == 0:
+    chunk = rows if fixed else min(rows, len(x))
+    if chunk == 0:
         return np.asarray(predict(x))
-    chunk = min(rows, len(x))
     parts = []
-    for at in range(0, len(x), chunk):
+    for at in range(0, max(len(x), 1), chunk):
         block = x[at : at + chunk]
         count = len(block)
         if count < chunk:

@@ -18,9 +18,10 @@ so the others train on exactly as without it (tests/test_fused.py).
 * JAX: ``jax.jit`` over a ``lax.scan`` of steps, ``optimizer.stateless_apply``.
 
 A trainer is built once per group structure and reused for every fold of it: only the data and the
-initial state change, so each fold after the first runs the already compiled epoch. The validation
-pass is compiled apart from the epoch, once per structure of members (not per batch size): it is
-a third of an epoch program's compile time on XLA CPU, which groups of other batch sizes then save.
+initial state change, so each fold after the first runs the already compiled epoch. The evaluation
+program (one chunk's forward pass: the validation losses and the members' outputs the search scores)
+is compiled apart from the epoch, once per structure of members (not per batch size): it is a third of
+an epoch program's compile time on XLA CPU, which groups of other batch sizes then save.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from mnist_hpo.execution.batches import BatchOrder, in_chunks
 from mnist_hpo.execution.fused_model import FusedModel
 
 Rows = Sequence[np.ndarray]  # arrays of input rows, each scored by every member
-VALIDATION_CHUNK = 1024  # validation rows per compiled evaluation step
+VALIDATION_CHUNK = 1024  # most rows per call of the compiled evaluation (validation or outputs)
 BACKENDS = ("tensorflow", "jax")
 OPTIMIZER_MIXERS = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "gradient_accumulation_steps")
 # Optimizers whose update is the learning rate times a function of the gradients and the slots alone
@@ -62,7 +63,7 @@ LINEAR_IN_LEARNING_RATE = (
 EVALUATIONS: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
 EVALUATIONS_KEPT = 4
 # A trainer's members' values, which a cached validation pass must not keep alive (Trainer.stateless).
-STATE_ATTRIBUTES = ("trainable", "non_trainable", "optimizer", "initial_optimizer", "epoch", "evaluate", "predict")
+STATE_ATTRIBUTES = ("trainable", "non_trainable", "optimizer", "initial_optimizer", "epoch", "evaluate")
 
 
 @dataclass(frozen=True)
@@ -202,27 +203,31 @@ class Trainer:
         """
         raise NotImplementedError
 
-    def compile_predict(self) -> Callable[..., Any]:
-        """:meth:`predict_fn` compiled by the backend."""
-        raise NotImplementedError
+    def outputs(
+        self, trainable: Any, non_trainable: Any, score: Sequence[np.ndarray], blank: tuple[Any, Any]
+    ) -> list[list[np.ndarray]]:
+        """Per member, its outputs on each array of ``score``, through the evaluation program.
 
-    def predict_fn(self, trainable: Any, non_trainable: Any, x: Any) -> Any:
-        """Every member's outputs on ``x``, ``[rows, members, classes]``: what each one's Keras ``predict`` returns."""
-        outputs, _, _ = self.fused.forward(trainable, non_trainable, x, False)
-        if self.fused.wide:  # the head's softmax, as member_losses applies it
-            return keras.activations.softmax(outputs, axis=-1)
-        return keras.ops.stack(outputs, axis=1)
-
-    def outputs(self, trainable: Any, non_trainable: Any, score: Sequence[np.ndarray]) -> list[list[np.ndarray]]:
-        """Per member, its outputs on each array of ``score``, in chunks of :data:`VALIDATION_CHUNK` rows."""
+        ``blank``: the chunk's targets and weights (:meth:`blank_chunk`): the program's losses on them are
+        not used, its outputs are what each member's Keras ``predict`` returns.
+        """
         if not score:
             return [[] for _ in range(self.fused.members)]
-        if getattr(self, "predict", None) is None:
-            self.predict = self.compile_predict()
-        per_array = [
-            in_chunks(lambda block: self.predict(trainable, non_trainable, block), x, VALIDATION_CHUNK) for x in score
-        ]
+        targets, weights = blank
+        rows = len(weights)
+
+        def chunk(block: np.ndarray) -> Any:
+            return self.evaluate(trainable, non_trainable, block, targets, weights)[1]
+
+        per_array = [in_chunks(chunk, x, rows, fixed=True) for x in score]
         return [[np.ascontiguousarray(array[:, member]) for array in per_array] for member in range(self.fused.members)]
+
+    def validation_totals(self, trainable: Any, non_trainable: Any, chunks: Sequence[tuple[Any, Any, Any]]) -> Any:
+        """Each member's summed validation loss and correct count, ``[members, 2]``, over ``chunks``."""
+        totals = np.zeros((self.fused.members, 2))
+        for xc, ycs, wc in chunks:
+            totals += np.asarray(self.evaluate(trainable, non_trainable, xc, ycs, wc)[0])
+        return totals
 
     def evaluation(self, *options: Hashable) -> Callable[..., Any]:
         """The compiled validation pass (:meth:`evaluate_fn`), shared by trainers of equal structure.
@@ -258,9 +263,19 @@ class Trainer:
         """:meth:`evaluate_fn` compiled by the backend."""
         raise NotImplementedError
 
-    def evaluate_fn(self, trainable: Any, non_trainable: Any, xv: Any, yvs: Any, wv: Any) -> Any:
-        """Each member's summed validation loss and correct count, ``[members, 2]``, over the chunks ``xv``."""
-        raise NotImplementedError
+    def evaluate_fn(self, trainable: Any, non_trainable: Any, xc: Any, ycs: Any, wc: Any) -> tuple[Any, Any]:
+        """One chunk's forward pass: each member's summed loss and correct count ``[members, 2]``, and every
+        member's outputs ``[rows, members, classes]``, what its Keras ``predict`` returns.
+
+        One program serves the validation pass and the outputs the search scores, so a group structure
+        pays one compile for both (docs/performance.md).
+        """
+        outputs, _, regularisation = self.fused.forward(trainable, non_trainable, xc, False)
+        losses, corrects = self.member_losses(outputs, regularisation, ycs, wc)
+        totals = keras.ops.stack([losses * keras.ops.sum(wc), corrects], axis=1)
+        if self.fused.wide:  # the head's softmax, as member_losses applies it
+            return totals, keras.activations.softmax(outputs, axis=-1)
+        return totals, keras.ops.stack(outputs, axis=1)
 
     def kind_targets(self, targets: Sequence[np.ndarray]) -> list[np.ndarray]:
         """One target array per loss kind from the per-member ``targets`` (members of a kind share them)."""
@@ -315,20 +330,37 @@ class Trainer:
         return loss + regularisation, ops.take(ops.concatenate(corrects), back, 0)
 
     @staticmethod
-    def validation_chunks(x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder) -> tuple[Any, ...]:
-        """The validation rows as fixed-size chunks with a weight per row (padding weighs 0)."""
+    def evaluation_rows(order: BatchOrder, score: Rows) -> int:
+        """Rows per call of the evaluation program: the validation's chunk, else the largest scored array's.
+
+        The validation pass and the outputs take the same size, so the program compiles once.
+        """
+        rows = (order.rows - order.train_rows) or max((len(x) for x in score), default=1)
+        return max(1, min(VALIDATION_CHUNK, rows))
+
+    @staticmethod
+    def validation_chunks(
+        x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder, chunk: int
+    ) -> list[tuple[np.ndarray, list[np.ndarray], np.ndarray]]:
+        """The validation rows as ``chunk``-row chunks with a weight per row (padding weighs 0)."""
         start = order.train_rows
         rows = order.rows - start
-        chunk = min(VALIDATION_CHUNK, max(rows, 1))
-        chunks = max(1, math.ceil(rows / chunk))
-        padded = chunks * chunk
-        index = np.zeros(padded, dtype=np.int32)
+        chunks = math.ceil(rows / chunk)
+        index = np.zeros(chunks * chunk, dtype=np.int32)
         index[:rows] = np.arange(start, order.rows)
-        weight = np.zeros(padded, dtype=np.float32)
+        weight = np.zeros(chunks * chunk, dtype=np.float32)
         weight[:rows] = 1.0
-        xv = x[index].reshape(chunks, chunk, *x.shape[1:])
-        yv = [target[index].reshape(chunks, chunk, *target.shape[1:]) for target in targets]
-        return xv, yv, weight.reshape(chunks, chunk)
+        return [
+            (x[part], [target[part] for target in targets], weight[at : at + chunk])
+            for at in range(0, chunks * chunk, chunk)
+            for part in [index[at : at + chunk]]
+        ]
+
+    @staticmethod
+    def blank_chunk(targets: Sequence[np.ndarray], chunk: int) -> tuple[list[np.ndarray], np.ndarray]:
+        """Targets and weights of ``chunk`` rows for an evaluation call that only wants the outputs."""
+        blank = [np.zeros((chunk, *target.shape[1:]), target.dtype) for target in targets]
+        return blank, np.ones(chunk, np.float32)
 
     def run_epochs(
         self, epoch_call: Callable[[int], tuple[Any, Any, Any]], order: BatchOrder, epochs: int

@@ -87,26 +87,16 @@ class JaxTrainer(Trainer):
     def compile_evaluation(self) -> Any:
         return jax.jit(self.evaluate_fn)
 
-    def evaluate_fn(self, trainable: Any, non_trainable: Any, xv: Any, yvs: Any, wv: Any) -> Any:
-        def chunk(totals: Any, batch: Any) -> Any:
-            xc, yc, wc = batch
-            probabilities, _, regularisation = self.fused.forward(trainable, non_trainable, xc, False)
-            losses, corrects = self.member_losses(probabilities, regularisation, yc, wc)
-            return totals + jnp.stack([losses * jnp.sum(wc), corrects], axis=1), None
-
-        totals, _ = jax.lax.scan(chunk, jnp.zeros((self.fused.members, 2), dtype="float32"), (xv, yvs, wv))
-        return totals
-
-    def compile_predict(self) -> Any:
-        return jax.jit(self.predict_fn)
-
     def fit(
         self, x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder, epochs: int, score: Rows = ()
     ) -> list[MemberFit]:
         """Train every member from its initial state; one compiled call per epoch."""
         targets = self.kind_targets(targets)
-        xv, yv, wv = self.validation_chunks(x, targets, order)
-        validation = (jnp.asarray(xv), [jnp.asarray(y) for y in yv], jnp.asarray(wv))
+        chunk = self.evaluation_rows(order, score)
+        validation = [
+            (jnp.asarray(xc), [jnp.asarray(y) for y in ycs], jnp.asarray(wc))
+            for xc, ycs, wc in self.validation_chunks(x, targets, order, chunk)
+        ]
         x_device = jnp.asarray(x)
         ys = [jnp.asarray(target) for target in targets]
         carry = {
@@ -125,12 +115,13 @@ class JaxTrainer(Trainer):
             steps = tuple(jnp.asarray(part) for part in (layout.indices, layout.weights, layout.fraction, layout.ends))
             carry["state"], carry["alive"], sums = self.epoch(carry["state"], carry["alive"], x_device, ys, steps)
             totals = nothing
-            if order.rows > order.train_rows:
+            if validation:
                 trainable, non_trainable, _ = carry["state"]
-                totals = self.evaluate(trainable, non_trainable, *validation)
+                totals = self.validation_totals(trainable, non_trainable, validation)
             return carry["alive"], sums, totals
 
         histories, failed = self.run_epochs(epoch_call, order, epochs)
         trainable, non_trainable, _ = carry["state"]
         weights = self.fused.member_weights([np.asarray(t) for t in trainable], [np.asarray(n) for n in non_trainable])
-        return self.results(weights, histories, failed, self.outputs(trainable, non_trainable, score))
+        outputs = self.outputs(trainable, non_trainable, score, self.blank_chunk(targets, chunk))
+        return self.results(weights, histories, failed, outputs)

@@ -133,33 +133,18 @@ class TensorFlowTrainer(Trainer):
     def compile_evaluation(self) -> Any:
         return tf.function(self.evaluate_fn, jit_compile=self.xla, autograph=False)
 
-    def evaluate_fn(self, trainable: Any, non_trainable: Any, xv: Any, yvs: Any, wv: Any) -> Any:
-        def chunk(position: Any, totals: Any) -> Any:
-            wc = wv[position]
-            yc = [y[position] for y in yvs]
-            probabilities, _, regularisation = self.fused.forward(trainable, non_trainable, xv[position], False)
-            losses, corrects = self.member_losses(probabilities, regularisation, yc, wc)
-            return position + 1, totals + tf.stack([losses * tf.reduce_sum(wc), corrects], axis=1)
-
-        _, totals = tf.while_loop(
-            lambda position, _: position < tf.shape(xv)[0],
-            chunk,
-            (tf.constant(0), tf.zeros((self.fused.members, 2), dtype=tf.float32)),
-        )
-        return totals
-
-    def compile_predict(self) -> Any:
-        return tf.function(self.predict_fn, jit_compile=self.xla, autograph=False)
-
     def fit(
         self, x: np.ndarray, targets: Sequence[np.ndarray], order: BatchOrder, epochs: int, score: Rows = ()
     ) -> list[MemberFit]:
         """Train every member from its initial state; one compiled call per epoch."""
         targets = self.kind_targets(targets)
         self.reset()
-        xv, yv, wv = self.validation_chunks(x, targets, order)
+        chunk = self.evaluation_rows(order, score)
+        validation = [
+            (tf.constant(xc), [tf.constant(y) for y in ycs], tf.constant(wc))
+            for xc, ycs, wc in self.validation_chunks(x, targets, order, chunk)
+        ]
         data = (tf.constant(x), [tf.constant(target) for target in targets])
-        validation = (tf.constant(xv), [tf.constant(y) for y in yv], tf.constant(wv))
         state = {"alive": tf.ones(self.fused.members, dtype=tf.bool)}
         nothing = np.zeros((self.fused.members, 2), np.float32)
 
@@ -169,15 +154,16 @@ class TensorFlowTrainer(Trainer):
             with op_determinism(self.deterministic):
                 state["alive"], sums = self.epoch(state["alive"], *data, *(tf.constant(part) for part in layout))
                 totals = nothing
-                if order.rows > order.train_rows:
+                if validation:
                     trainable = [variable.value for variable in self.trainable]
                     non_trainable = [variable.value for variable in self.non_trainable]
-                    totals = self.evaluate(trainable, non_trainable, *validation)
+                    totals = self.validation_totals(trainable, non_trainable, validation)
             return state["alive"], sums, totals
 
         histories, failed = self.run_epochs(epoch_call, order, epochs)
-        trainable = [variable.numpy() for variable in self.trainable]
-        non_trainable = [variable.numpy() for variable in self.non_trainable]
-        with op_determinism(self.deterministic):
-            outputs = self.outputs(trainable, non_trainable, score)
-        return self.results(self.fused.member_weights(trainable, non_trainable), histories, failed, outputs)
+        trainable = [variable.value for variable in self.trainable]
+        non_trainable = [variable.value for variable in self.non_trainable]
+        with op_determinism(self.deterministic):  # the values as the validation pass takes them: one trace
+            outputs = self.outputs(trainable, non_trainable, score, self.blank_chunk(targets, chunk))
+        weights = [[value.numpy() for value in values] for values in (trainable, non_trainable)]
+        return self.results(self.fused.member_weights(*weights), histories, failed, outputs)
