@@ -175,14 +175,11 @@ class FusedExecutor:
         groups = []
         for family in families.values():
             work = {size: self.work(fits, X) for size, fits in family.items()}
-            micro = shared_micro(work, self.row_by_row(next(iter(family.values()))[0], X, y))
-            for size, fits in family.items():
-                by_split: dict[int, list[PlannedFit]] = defaultdict(list)
-                for fit in fits:
-                    by_split[fit.split.index].append(fit)
-                for split_fits in by_split.values():
-                    # Members with the same activation side by side: the wide form activates each run at once.
-                    split_fits.sort(key=lambda fit: describe(fit.params.get("activation")))
+            parts = {size: self.by_split(fits) for size, fits in family.items()}
+            first = parts[next(iter(parts))][0]
+            micro = shared_micro(work, self.row_by_row(self.members_of(first, X, y, built)[0]))
+            for size, split_parts in parts.items():
+                for split_fits in split_parts:
                     groups += self.groups_of(split_fits, X, y, micro[size], size, built)
         self.report.seconds += time.perf_counter() - started
         # The search asks for its fits candidate by candidate, each split in turn.
@@ -197,14 +194,10 @@ class FusedExecutor:
         on the seed, the architecture and the classes, not on the rows; the batch size is a fit-time
         parameter, so their built models are the same, as the model cache takes them to be).
         """
-        split = fits[0].split
-        x_train, y_train = X[split.train], y[split.train]
-        classes = tuple(np.unique(y_train).tolist())
+        members = self.members_of(fits, X, y, built)
         params = [clone(self.estimator).set_params(**fit.params).result_params() for fit in fits]
         shared = tuple(describe({k: v for k, v in p.items() if k != "batch_size"}) for p in params)
-        if (shared, classes) not in built:
-            built[(shared, classes)] = self.members(fits, x_train, y_train)
-        members = built[(shared, classes)]
+        classes = tuple(np.unique(y[fits[0].split.train]).tolist())
         reason = next((r for r in (unfusable_reason(member.model_) for member in members) if r), None)
         if reason is not None:
             self.report.unfused[reason] = self.report.unfused.get(reason, 0) + len(fits)
@@ -217,16 +210,36 @@ class FusedExecutor:
             groups.append(Group(fits[part], members[part], program, micro, size))
         return groups
 
+    @staticmethod
+    def by_split(fits: Sequence[PlannedFit]) -> list[list[PlannedFit]]:
+        """``fits`` per split, each split's members with the same activation side by side (the wide form
+        activates each run of equal activations at once)."""
+        parts: dict[int, list[PlannedFit]] = defaultdict(list)
+        for fit in fits:
+            parts[fit.split.index].append(fit)
+        return [sorted(part, key=lambda fit: describe(fit.params.get("activation"))) for part in parts.values()]
+
+    def members_of(self, fits: Sequence[PlannedFit], X: np.ndarray, y: np.ndarray, built: dict) -> list[Any]:
+        """The members that train ``fits`` (one split), built once for every split and batch size of their family."""
+        split = fits[0].split
+        x_train, y_train = X[split.train], y[split.train]
+        classes = tuple(np.unique(y_train).tolist())
+        params = [clone(self.estimator).set_params(**fit.params).result_params() for fit in fits]
+        shared = tuple(describe({k: v for k, v in p.items() if k != "batch_size"}) for p in params)
+        if (shared, classes) not in built:
+            built[(shared, classes)] = self.members(fits, x_train, y_train)
+        return built[(shared, classes)]
+
     def work(self, fits: Sequence[PlannedFit], X: np.ndarray) -> int:
         """Member-rows of ``fits``: each one's training rows times its epochs."""
         return sum(len(fit.rows) * int(clone(self.estimator).set_params(**fit.params).epochs) for fit in fits)
 
-    def row_by_row(self, fit: PlannedFit, X: np.ndarray, y: np.ndarray) -> bool:
-        """Whether ``fit``'s model computes each row alone and draws nothing: micro-steps change no number.
+    @staticmethod
+    def row_by_row(member: Any) -> bool:
+        """Whether ``member``'s model computes each row alone and draws nothing: micro-steps change no number.
 
         The wide form's layers (conv, activation, pool, dense) are such; any other model is assumed not.
         """
-        (member,) = self.members([fit], X[fit.rows], y[fit.rows])
         fused = fused_model([member.model_])
         return isinstance(fused, WideCNN) and not fused.draws_random
 
