@@ -117,6 +117,28 @@ def test_each_wide_member_learns_what_its_keras_fit_learns(digits, architecture)
             np.testing.assert_allclose(result.history[metric], values, atol=1e-5)
 
 
+def test_members_outputs_on_the_scored_rows_are_their_keras_predictions(digits):
+    # One evaluation program serves the validation pass and the outputs: a call takes the validation's
+    # rows (60 here), raised to 256 when the scored arrays are larger, and a 7-row array is padded to it.
+    x, y = digits
+    estimators = members(x, y, ["relu", "tanh"])
+    trainer = build_trainer([e.model_ for e in estimators], [False] * len(estimators))
+    order = estimators[0].batch_order(len(x), digest_arrays(x, y, None))
+    score = [x[:300], x[:7]]
+    assert trainer.evaluation_rows(order, score) == 256
+    assert trainer.evaluation_rows(order, ()) == order.rows - order.train_rows == 60
+    assert trainer.evaluation_rows(BatchOrder(5000, 0.5, 8, (0, 1)), score) == 1024
+    assert trainer.evaluation_rows(BatchOrder(100, 0.0, 8, (0, 1)), [x[:50]]) == 50
+    traces = trainer.evaluate.experimental_get_tracing_count  # TensorFlow's tf.function, the suite's backend
+    before = traces()
+    results = trainer.fit(x, [e.target_encoder_.transform(y) for e in estimators], order, 2, score)
+    assert traces() - before <= 1  # validation chunks and scored chunks share the one program
+    for estimator, result in zip(estimators, results, strict=True):
+        estimator.model_.set_weights(result.weights)
+        for rows, outputs in zip(score, result.outputs, strict=True):
+            np.testing.assert_allclose(outputs, estimator.model_.predict_on_batch(rows), atol=1e-5)
+
+
 def test_steps_run_as_micro_steps_make_the_same_updates(digits):
     # Batches of 32 as micro-steps of 8 whose gradients add up: each member still learns its Keras fit.
     x, y = digits

@@ -42,6 +42,7 @@ from mnist_hpo.execution.fused_model import FusedModel
 
 Rows = Sequence[np.ndarray]  # arrays of input rows, each scored by every member
 VALIDATION_CHUNK = 1024  # most rows per call of the compiled evaluation (validation or outputs)
+EVALUATION_ROWS_MIN = 256  # fewer rows a call cost more a row (docs/performance.md), unless that is all there is
 BACKENDS = ("tensorflow", "jax")
 OPTIMIZER_MIXERS = ("clipnorm", "clipvalue", "global_clipnorm", "use_ema", "gradient_accumulation_steps")
 # Optimizers whose update is the learning rate times a function of the gradients and the slots alone
@@ -331,12 +332,15 @@ class Trainer:
 
     @staticmethod
     def evaluation_rows(order: BatchOrder, score: Rows) -> int:
-        """Rows per call of the evaluation program: the validation's chunk, else the largest scored array's.
+        """Rows per call of the evaluation program: the validation's rows, at least :data:`EVALUATION_ROWS_MIN`
+        (or the largest scored array, if smaller), at most :data:`VALIDATION_CHUNK`.
 
-        The validation pass and the outputs take the same size, so the program compiles once.
+        The validation pass and the outputs take the same size, so the program compiles once; the floor
+        keeps a small validation set from cutting the scored rows into many small calls.
         """
-        rows = (order.rows - order.train_rows) or max((len(x) for x in score), default=1)
-        return max(1, min(VALIDATION_CHUNK, rows))
+        validation = order.rows - order.train_rows
+        largest = max((len(x) for x in score), default=0)
+        return max(1, min(VALIDATION_CHUNK, max(validation, min(EVALUATION_ROWS_MIN, largest))))
 
     @staticmethod
     def validation_chunks(
