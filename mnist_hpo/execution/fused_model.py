@@ -54,7 +54,7 @@ class FusedModel:
         """All that decides :meth:`forward`'s computation, parameters aside; None when not describable.
 
         Fused models of equal structure compute the same function of their parameters, so their
-        trainers share one compiled validation pass.
+        trainers share one compiled evaluation program (validation and outputs).
         """
         return None
 

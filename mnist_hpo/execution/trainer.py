@@ -59,11 +59,11 @@ LINEAR_IN_LEARNING_RATE = (
     keras.optimizers.Adagrad,
     keras.optimizers.Lion,
 )
-# Compiled validation passes by structure (Trainer.evaluation): the latest few, as TensorFlow keeps
+# Compiled evaluation programs by structure (Trainer.evaluation): the latest few, as TensorFlow keeps
 # every traced function's graph for the process' life.
 EVALUATIONS: OrderedDict[Hashable, Callable[..., Any]] = OrderedDict()
 EVALUATIONS_KEPT = 4
-# A trainer's members' values, which a cached validation pass must not keep alive (Trainer.stateless).
+# A trainer's members' values, which a cached evaluation program must not keep alive (Trainer.stateless).
 STATE_ATTRIBUTES = ("trainable", "non_trainable", "optimizer", "initial_optimizer", "epoch", "evaluate")
 
 
@@ -231,9 +231,9 @@ class Trainer:
         return totals
 
     def evaluation(self, *options: Hashable) -> Callable[..., Any]:
-        """The compiled validation pass (:meth:`evaluate_fn`), shared by trainers of equal structure.
+        """The compiled evaluation program (:meth:`evaluate_fn`), shared by trainers of equal structure.
 
-        ``options`` are the backend's compile settings. The pass is a function of the parameters it
+        ``options`` are the backend's compile settings. The program is a function of the parameters it
         is given, so a trainer of another batch size but the same members reuses its compile.
         """
         structure = self.fused.structure()
@@ -250,7 +250,7 @@ class Trainer:
     def stateless(self) -> Trainer:
         """This trainer without its members' values (variables, optimizer, initial weights).
 
-        What a cached compiled pass keeps alive: the pass takes the values as arguments, and a wide
+        What a cached compiled program keeps alive: it takes the values as arguments, and a wide
         group's values can be hundreds of MB.
         """
         shell = copy.copy(self)
