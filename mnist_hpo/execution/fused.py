@@ -195,8 +195,7 @@ class FusedExecutor:
         parameter, so their built models are the same, as the model cache takes them to be).
         """
         members = self.members_of(fits, X, y, built)
-        params = [clone(self.estimator).set_params(**fit.params).result_params() for fit in fits]
-        shared = tuple(describe({k: v for k, v in p.items() if k != "batch_size"}) for p in params)
+        params, shared = self.shared_params(fits)
         classes = tuple(np.unique(y[fits[0].split.train]).tolist())
         reason = next((r for r in (unfusable_reason(member.model_) for member in members) if r), None)
         if reason is not None:
@@ -224,11 +223,15 @@ class FusedExecutor:
         split = fits[0].split
         x_train, y_train = X[split.train], y[split.train]
         classes = tuple(np.unique(y_train).tolist())
-        params = [clone(self.estimator).set_params(**fit.params).result_params() for fit in fits]
-        shared = tuple(describe({k: v for k, v in p.items() if k != "batch_size"}) for p in params)
+        _, shared = self.shared_params(fits)
         if (shared, classes) not in built:
             built[(shared, classes)] = self.members(fits, x_train, y_train)
         return built[(shared, classes)]
+
+    def shared_params(self, fits: Sequence[PlannedFit]) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
+        """Each fit's result-deciding parameters, and each described without the batch size (what its member is)."""
+        params = [clone(self.estimator).set_params(**fit.params).result_params() for fit in fits]
+        return params, tuple(describe({k: v for k, v in p.items() if k != "batch_size"}) for p in params)
 
     def work(self, fits: Sequence[PlannedFit], X: np.ndarray) -> int:
         """Member-rows of ``fits``: each one's training rows times its epochs."""
