@@ -177,7 +177,8 @@ class FusedExecutor:
             work = {size: self.work(fits, X) for size, fits in family.items()}
             parts = {size: self.by_split(fits) for size, fits in family.items()}
             first = parts[next(iter(parts))][0]
-            micro = shared_micro(work, self.row_by_row(self.members_of(first, X, y, built)[0]))
+            member = self.members_of(first, self.shared_params(first)[1], X, y, built)[0]
+            micro = shared_micro(work, self.row_by_row(member))
             for size, split_parts in parts.items():
                 for split_fits in split_parts:
                     groups += self.groups_of(split_fits, X, y, micro[size], size, built)
@@ -194,8 +195,8 @@ class FusedExecutor:
         on the seed, the architecture and the classes, not on the rows; the batch size is a fit-time
         parameter, so their built models are the same, as the model cache takes them to be).
         """
-        members = self.members_of(fits, X, y, built)
         params, shared = self.shared_params(fits)
+        members = self.members_of(fits, shared, X, y, built)
         classes = tuple(np.unique(y[fits[0].split.train]).tolist())
         reason = next((r for r in (unfusable_reason(member.model_) for member in members) if r), None)
         if reason is not None:
@@ -218,12 +219,14 @@ class FusedExecutor:
             parts[fit.split.index].append(fit)
         return [sorted(part, key=lambda fit: describe(fit.params.get("activation"))) for part in parts.values()]
 
-    def members_of(self, fits: Sequence[PlannedFit], X: np.ndarray, y: np.ndarray, built: dict) -> list[Any]:
-        """The members that train ``fits`` (one split), built once for every split and batch size of their family."""
+    def members_of(
+        self, fits: Sequence[PlannedFit], shared: tuple[str, ...], X: np.ndarray, y: np.ndarray, built: dict
+    ) -> list[Any]:
+        """The members that train ``fits`` (one split; ``shared``: :meth:`shared_params`), built once for every
+        split and batch size of their family."""
         split = fits[0].split
         x_train, y_train = X[split.train], y[split.train]
         classes = tuple(np.unique(y_train).tolist())
-        _, shared = self.shared_params(fits)
         if (shared, classes) not in built:
             built[(shared, classes)] = self.members(fits, x_train, y_train)
         return built[(shared, classes)]
