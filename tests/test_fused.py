@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import run_cli, run_cli_killed_after, store_uri
+from conftest import chatter_lines, run_cli, run_cli_killed_after, store_uri
 from mlflow_tree import runs_by_level
 from scipy.stats import spearmanr
 from sklearn.base import clone
@@ -60,6 +60,7 @@ def test_a_fused_grid_scores_as_the_same_grid_unfused(tmp_path, backend):
             *GRID, "+grid.batch_size=[16,32]", f"backend={backend}", f"execution.fusion={fusion}", cwd=folder
         )
         assert result.returncode == 0, result.stderr[-3000:]
+        assert chatter_lines(result.stdout + result.stderr) == []  # JAX's run imports TensorFlow too: to the log
         runs[fusion] = cv_scores(folder)
         said = "fused training: 24 fit(s) in 4 group(s)" in result.stdout
         assert said == (fusion == "true"), result.stdout

@@ -10,6 +10,7 @@ from importlib.util import find_spec
 from mnist_hpo.configuration.choices import BACKENDS, DEVICES
 from mnist_hpo.configuration.schema import ConfigError
 from mnist_hpo.configuration.values import one_of
+from mnist_hpo.environment.quiet import chatter_to_log
 
 # Whether the user asked for deterministic ops (``deterministic=true``); workers inherit it. TensorFlow's
 # own switch cannot say: scikeras turns op determinism on whenever it builds a model and leaves it on.
@@ -107,7 +108,8 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     import keras
 
     os.environ[DETERMINISTIC_ENV] = "1" if deterministic else "0"
-    keras.utils.set_random_seed(seed)
+    with chatter_to_log():  # on any backend Keras seeds TensorFlow too where it is installed, importing it
+        keras.utils.set_random_seed(seed)
     if deterministic and keras.backend.backend() == "tensorflow":
         import tensorflow as tf
 
