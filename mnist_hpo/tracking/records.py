@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from mlflow.entities import Metric, RunStatus, RunTag
+from mlflow.entities import Metric, Run, RunStatus, RunTag
 
 from mnist_hpo.search.evaluation import SearchResult
 from mnist_hpo.search.selection import COMPARISON_COLUMNS
@@ -29,6 +29,7 @@ from mnist_hpo.tracking.runs import (
     FAILED_FITS,
     ITERATION,
     ITERATION_REACHED,
+    LEVEL,
     LOST,
     MAX_TEXT,
     MODEL_URI,
@@ -47,6 +48,11 @@ if TYPE_CHECKING:
     from mnist_hpo.tracking.search_run import SearchRun
 
 
+def levels(runs: list[Run], *names: str) -> list[Run]:
+    """The runs of ``runs`` at one of the levels ``names`` (candidate, fold, refit)."""
+    return [run for run in runs if run.data.tags.get(LEVEL) in names]
+
+
 def metrics_batch(values: dict[str, float], step: int = 0) -> list[Metric]:
     """MLflow metrics from a dict, skipping non-finite values (MLflow cannot chart NaN)."""
     now = int(time.time() * 1000)
@@ -61,16 +67,19 @@ class SearchRecords:
         self.client = run.client
         self.run_id = run.run_id
 
-    def fit_counts(self) -> tuple[tuple[int, int, int], dict[str, int]]:
+    def fit_counts(self, runs: list[Run]) -> tuple[tuple[int, int, int], dict[str, int]]:
         """Tag how many of this attempt's fits were restored from the fit store, trained, or failed.
 
         A resumed search's fits whose fold runs had FINISHED before this attempt get no new run:
         they count as restored. A fit that raised (diverged, or a broken worker) is failed, not
         trained: it left no result and nothing in the store.
+
+        Args:
+            runs: The search's runs below its search run (:meth:`SearchRun.descendants`).
         """
         reused = trained = failed = 0
         unstored: dict[str, int] = {}
-        for run in [*self.run.descendants("fold"), *self.run.descendants("refit")]:
+        for run in levels(runs, "fold", "refit"):
             if LOST in run.data.tags:  # an attempt whose worker died: the fit's own run counts it
                 continue
             if run.info.start_time >= self.run.attempt_started_ms:
@@ -95,16 +104,21 @@ class SearchRecords:
         )
         return (reused, trained, failed), unstored
 
-    def candidates(self, result: SearchResult) -> None:
-        """Log each candidate's CV results to its run, each fold's scores to its fold run."""
-        candidates = {run.data.tags[CANDIDATE]: run for run in self.run.descendants("candidate")}
+    def candidates(self, result: SearchResult, runs: list[Run]) -> None:
+        """Log each candidate's CV results to its run, each fold's scores to its fold run.
+
+        Args:
+            result: The search's results.
+            runs: The search's runs below its search run (:meth:`SearchRun.descendants`).
+        """
+        candidates = {run.data.tags[CANDIDATE]: run for run in levels(runs, "candidate")}
         folds = {
             (
                 run.data.tags[CANDIDATE],
                 run.data.tags[SPLIT],
                 run.data.tags.get(ITERATION, "0"),
             ): run
-            for run in self.run.descendants("fold")
+            for run in levels(runs, "fold")
             if run.info.status != "KILLED" and LOST not in run.data.tags
         }
         frame = result.candidates
