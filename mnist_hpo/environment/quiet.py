@@ -4,6 +4,8 @@
   drivers``, absl's ``All log messages before absl::InitializeLog()``) from C++ while it is imported,
   before absl's logging is set up, so no setting reaches them (``TF_CPP_MIN_LOG_LEVEL`` does not):
   the import runs with file descriptor 2 pointed at the job's log file.
+* Ray's start-up (``ray.init``: its "Started a local Ray instance", a local cluster's processes) runs
+  with descriptor 2 at the job's log too (execution/ray_backend.py).
 * MLflow (its store migrations, alembic's, the model signature check) and matplotlib (its font cache)
   log INFO lines through Python's logging: MLflow's own ``MLFLOW_LOGGING_LEVEL`` and matplotlib's
   logger start at WARNING, so their warnings still reach the user; TensorFlow's Python logger at ERROR
@@ -48,12 +50,14 @@ def quiet_loggers() -> None:
     """This process' chatty Python loggers at the level where they speak to the user (unless verbose).
 
     matplotlib's "generated new fontManager" (INFO, on first use); TensorFlow's "triggered
-    tf.function retracing" notes (WARNING) are about the tool's own model reuse, not the user's run.
+    tf.function retracing" notes (WARNING) are about the tool's own model reuse, not the user's run;
+    Ray's pool warns (WARNING) that joblib's ``context`` argument does not apply to it, at every search.
     """
     if os.environ.get(VERBOSE_ENV) == "1":
         return
     logging.getLogger("matplotlib").setLevel(logging.WARNING)
     logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    logging.getLogger("ray.util.multiprocessing.pool").setLevel(logging.ERROR)
 
 
 def job_log(output_dir: Path) -> Path:

@@ -15,6 +15,7 @@ from typing import Any
 import joblib
 
 from mnist_hpo.configuration.schema import ConfigError, RayConfig
+from mnist_hpo.environment.quiet import chatter_to_log
 from mnist_hpo.environment.runtime import BACKEND_ENV
 
 # What Ray's workers must inherit to build the same Keras on the same device as this process (the
@@ -49,7 +50,12 @@ def connect(address: str | None) -> None:
         return
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
     try:
-        ray.init(address=address or None, runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False)
+        # Ray's start-up lines ("Started a local Ray instance", its token note) and whatever the processes of
+        # a local cluster it starts print go to the job's log, as the backends' start-up lines do.
+        with chatter_to_log():
+            ray.init(
+                address=address or None, runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False
+            )
     except ConnectionError as error:
         raise ConfigError(f"execution.ray.address: cannot reach a Ray cluster at {address!r} ({error})") from error
 
