@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 from matplotlib.figure import Figure
-from mlflow.entities import RunStatus, RunTag
+from mlflow.entities import Run, RunStatus, RunTag
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 
 from mnist_hpo.configuration.schema import ConfigError
@@ -155,7 +155,7 @@ class SearchRun:
         """True when this search continues an interrupted one."""
         return self.resumed_from is not None
 
-    def descendants(self, running_only: bool = False) -> list[Any]:
+    def descendants(self, running_only: bool = False) -> list[Run]:
         """Every run below this search run (candidate, fold, refit), or only those still RUNNING.
 
         One query: a search of 90 fits answers in about 0.1 s, so callers share its answer.
