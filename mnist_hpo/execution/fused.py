@@ -177,8 +177,8 @@ class FusedExecutor:
             work = {size: self.work(fits, X) for size, fits in family.items()}
             parts = {size: self.by_split(fits) for size, fits in family.items()}
             first = parts[next(iter(parts))][0]
-            member = self.members_of(first, self.shared_params(first)[1], X, y, built)[0]
-            micro = shared_micro(work, self.row_by_row(member))
+            members, _ = self.members_of(first, self.shared_params(first)[1], X, y, built)
+            micro = shared_micro(work, self.row_by_row(members[0]))
             for size, split_parts in parts.items():
                 for split_fits in split_parts:
                     groups += self.groups_of(split_fits, X, y, micro[size], size, built)
@@ -196,8 +196,7 @@ class FusedExecutor:
         parameter, so their built models are the same, as the model cache takes them to be).
         """
         params, shared = self.shared_params(fits)
-        members = self.members_of(fits, shared, X, y, built)
-        classes = tuple(np.unique(y[fits[0].split.train]).tolist())
+        members, classes = self.members_of(fits, shared, X, y, built)
         reason = next((r for r in (unfusable_reason(member.model_) for member in members) if r), None)
         if reason is not None:
             self.report.unfused[reason] = self.report.unfused.get(reason, 0) + len(fits)
@@ -221,15 +220,14 @@ class FusedExecutor:
 
     def members_of(
         self, fits: Sequence[PlannedFit], shared: tuple[str, ...], X: np.ndarray, y: np.ndarray, built: dict
-    ) -> list[Any]:
+    ) -> tuple[list[Any], tuple]:
         """The members that train ``fits`` (one split; ``shared``: :meth:`shared_params`), built once for every
-        split and batch size of their family."""
+        split and batch size of their family, and the classes of the split's training rows (theirs)."""
         split = fits[0].split
-        x_train, y_train = X[split.train], y[split.train]
-        classes = tuple(np.unique(y_train).tolist())
-        if (shared, classes) not in built:
-            built[(shared, classes)] = self.members(fits, x_train, y_train)
-        return built[(shared, classes)]
+        classes = tuple(np.unique(y[split.train]).tolist())
+        if (shared, classes) not in built:  # the training rows are copied only to build them
+            built[(shared, classes)] = self.members(fits, X[split.train], y[split.train])
+        return built[(shared, classes)], classes
 
     def shared_params(self, fits: Sequence[PlannedFit]) -> tuple[list[dict[str, Any]], tuple[str, ...]]:
         """Each fit's result-deciding parameters, and each described without the batch size (what its member is)."""
