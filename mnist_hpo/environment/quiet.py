@@ -4,8 +4,9 @@
   drivers``, absl's ``All log messages before absl::InitializeLog()``) from C++ while it is imported,
   before absl's logging is set up, so no setting reaches them (``TF_CPP_MIN_LOG_LEVEL`` does not):
   the import runs with file descriptor 2 pointed at the job's log file.
-* Ray's start-up (``ray.init``: its "Started a local Ray instance", a local cluster's processes) runs
-  with descriptor 2 at the job's log too (execution/ray_backend.py).
+* Ray's start of a local cluster (``ray.init``: its "Started a local Ray instance", the cluster's
+  processes) runs with descriptor 2 at the job's log too (execution/ray_backend.py); joining a cluster
+  at an address does not, so its connection retries stay in sight.
 * MLflow (its store migrations, alembic's, the model signature check) and matplotlib (its font cache)
   log INFO lines through Python's logging: MLflow's own ``MLFLOW_LOGGING_LEVEL`` and matplotlib's
   logger start at WARNING, so their warnings still reach the user; TensorFlow's Python logger at ERROR

@@ -9,7 +9,7 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import joblib
@@ -50,9 +50,10 @@ def connect(address: str | None) -> None:
         return
     env = {name: os.environ[name] for name in FORWARDED_ENV if name in os.environ}
     try:
-        # Ray's start-up lines ("Started a local Ray instance", its token note) and whatever the processes of
-        # a local cluster it starts print go to the job's log, as the backends' start-up lines do.
-        with chatter_to_log():
+        # Starting a local cluster, Ray's start-up lines ("Started a local Ray instance", its token note) and
+        # what its processes print go to the job's log, as the backends' start-up lines do. Joining one, its
+        # lines stay on the terminal: its retries are all a user sees of a cluster that does not answer.
+        with nullcontext() if address else chatter_to_log():
             ray.init(
                 address=address or None, runtime_env={"env_vars": env}, include_dashboard=False, log_to_driver=False
             )
