@@ -19,6 +19,9 @@ def run(cfg: Config, job: JobContext, console: Console | None = None, session: S
     """
     console = console or output_console()
     session = session or open_session(cfg, job)
-    if cfg.study.enabled:
-        return run_study(cfg, job, session, console)
-    return run_search(cfg, job, session, console).result.best_score
+    try:
+        if cfg.study.enabled:
+            return run_study(cfg, job, session, console)
+        return run_search(cfg, job, session, console).result.best_score
+    finally:
+        session.close()

@@ -162,7 +162,7 @@ def fitted_search(
         resume_key=key,
         resume=cfg.execution.resume,
     )
-    with open_search_run(session.store, spec) as tracked:
+    with open_search_run(session.store, spec, session.writer) as tracked:
         tracked.log_datasets(data)
         if tracked.resumed:
             console.print(f"Resuming search run {tracked.run_id} (it ended {tracked.resumed_from}).")

@@ -23,6 +23,7 @@ from mnist_hpo.tracking.links import check_ui_url
 
 if TYPE_CHECKING:
     from mnist_hpo.tracking.store import Store
+    from mnist_hpo.tracking.writer import RunWriter
 
 
 @dataclass(frozen=True)
@@ -39,13 +40,36 @@ class JobContext:
 
 @dataclass(frozen=True)
 class Session:
-    """What every search of one job shares: the tracking store, fit store, data, device and versions."""
+    """What every search of one job shares: the tracking store, fit store, data, device and versions.
+
+    ``writer``: the process that writes restored fits' fold runs (tracking/writer.py), where fused
+    training will restore them; :meth:`close` ends it.
+    """
 
     store: Store | None
     fit_store: Path | None
     data: MnistData
     device: str
     versions: dict[str, str]
+    writer: RunWriter | None = None
+
+    def close(self) -> None:
+        """End what the session started: the writer, once it has written every run it was handed."""
+        if self.writer is not None:
+            self.writer.close()
+
+
+def restores_fused(cfg: Config) -> bool:
+    """Whether the search will restore fused fits in this process, so a writer process pays off.
+
+    Fusion on, tracked, and neither Ray (fits run on the cluster) nor halving (each fit alone).
+    """
+    return (
+        cfg.tracking.enabled
+        and cfg.execution.fusion
+        and cfg.execution.backend != "ray"
+        and not cfg.search.strategy.startswith("halving")
+    )
 
 
 def fit_store_folder(execution: ExecutionConfig, tracking: TrackingConfig, launch_dir: Path) -> Path | None:
@@ -63,6 +87,7 @@ def open_session(cfg: Config, job: JobContext) -> Session:
     """
     from mnist_hpo.tracking.limits import check_tracking_limits
     from mnist_hpo.tracking.store import open_store
+    from mnist_hpo.tracking.writer import RunWriter
 
     validate_config(cfg)
     check_ui_url(cfg.tracking)
@@ -77,8 +102,19 @@ def open_session(cfg: Config, job: JobContext) -> Session:
         check_writable(studies, "tracking.store_dir", "the Optuna study is kept there; choose a writable folder")
     if cfg.tracking.enabled:
         check_tracking_limits(cfg)
-    store = open_store(cfg.tracking, job.launch_dir) if cfg.tracking.enabled else None
+    # Started before the store's schema and the backend's import, which its own imports then overlap.
+    writer = RunWriter() if restores_fused(cfg) else None
+    try:
+        store = open_store(cfg.tracking, job.launch_dir) if cfg.tracking.enabled else None
+    except BaseException:
+        if writer is not None:  # it has written nothing: not waited for
+            writer.close(wait=False)
+        raise
+    if writer is not None and store is not None:
+        writer.open(store.uri)
     import_backend()  # the first Keras import: its backend's start-up lines go to the job's log
     device = describe_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
-    return Session(store=store, fit_store=fit_store, data=data, device=device, versions=package_versions())
+    return Session(
+        store=store, fit_store=fit_store, data=data, device=device, versions=package_versions(), writer=writer
+    )

@@ -9,10 +9,12 @@ from __future__ import annotations
 import math
 import os
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import psutil
 from mlflow.entities import Metric, Param, RunStatus, RunTag
+from mlflow.entities.dataset_input import DatasetInput
 from sklearn.callback import CallbackContext
 
 from mnist_hpo.search.strategies import candidate_params
@@ -38,6 +40,18 @@ from mnist_hpo.tracking.runs import (
 from mnist_hpo.tracking.store import Store
 from mnist_hpo.tracking.store_loss import guarded
 from mnist_hpo.tracking.tasks import Task, task_of
+from mnist_hpo.tracking.writer import RunRecord, RunWriter
+
+
+@dataclass
+class PendingRun:
+    """A restored fit's fold run, made whole when the fit ends and handed to the writer then."""
+
+    name: str
+    tags: dict[str, str]
+    params: list[Param]
+    inputs: list[DatasetInput]
+    start_time: int
 
 
 class FoldLogger:
@@ -58,6 +72,8 @@ class FoldLogger:
         n_splits: Folds per repeat (``search.cv``), to turn a task id into a repeat and fold.
         n_repeats: Repeats of the folds (``search.cv_repeats``).
         origin: Where the search's data came from, for the runs' datasets (None: no datasets).
+        writer: Where a restored fit's fold run goes, whole, when the fit ends (tracking/writer.py); None:
+            written here. Only the search's own process has it: in workers each fit writes its own.
     """
 
     max_propagation_depth = None
@@ -70,14 +86,20 @@ class FoldLogger:
         n_splits: int,
         n_repeats: int = 1,
         origin: DataOrigin | None = None,
+        writer: RunWriter | None = None,
     ) -> None:
         self.store = store
+        self.writer = writer
         self.tree = RunTree(store, experiment_id, search_run_id)
         self.n_splits = n_splits
         self.n_repeats = n_repeats
         self.origin = origin
-        self.fold_runs: dict[tuple[int, ...], str | None] = {}
+        self.fold_runs: dict[tuple[int, ...], str | PendingRun | None] = {}
         self.pending_params: dict[str, list[Param]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        """Pickled for a worker: without the writer, which belongs to the search's process."""
+        return self.__dict__ | {"writer": None}
 
     def setup(self, estimator: Any, context: CallbackContext) -> None:
         """Nothing to open: clients are made per process, on first use."""
@@ -113,17 +135,18 @@ class FoldLogger:
             task = task_of(context, self.n_splits * self.n_repeats)
             if task.kind == "epoch":
                 run_id = self.fold_runs.get(task.path[:-1])  # the fit the epoch belongs to
-                if run_id is not None and fitted_estimator is not None:
+                if isinstance(run_id, str) and fitted_estimator is not None:
                     self.log_epoch(run_id, fitted_estimator.history_)
             else:
                 run_id = self.fold_runs.pop(task.path, None)
                 if run_id is not None:
                     self.close_fold_run(run_id, estimator)
 
-    def create_fold_run(self, estimator: Any, task: Task, X: Any, y: Any) -> str | None:
+    def create_fold_run(self, estimator: Any, task: Task, X: Any, y: Any) -> str | PendingRun | None:
         """Create the run of one (candidate, fold) fit under its candidate run, with the rows it fits on.
 
-        None for a fit restored from the fit store whose fold run already FINISHED (a resumed search).
+        None for a fit restored from the fit store whose fold run already FINISHED (a resumed search);
+        a :class:`PendingRun` for one restored with a writer at hand (written whole when it ends).
         """
         key = self.tree.key(estimator.get_params())
         split, iteration = task.split, task.iteration
@@ -135,7 +158,9 @@ class FoldLogger:
         if reused:
             tags[REUSED] = "true"
         name = f"repeat-{repeat}-fold-{fold}" if self.n_repeats > 1 else f"fold-{fold}"
-        run_id = self.tree.create_run(name, self.tree.candidate_runs[key], tags)
+        from_store = getattr(estimator, "from_store_", False)  # already fitted: its run can be written whole at its end
+        pending = from_store and self.writer is not None
+        run_id = None if pending else self.tree.create_run(name, self.tree.candidate_runs[key], tags)
         n_train = len(X) if X is not None else 0
         n_validation = int(n_train * estimator.validation_split)
         params = params_batch(
@@ -148,13 +173,17 @@ class FoldLogger:
                 "epochs": estimator.epochs,
             }
         )
-        if getattr(estimator, "from_store_", False):  # already fitted: its run is written whole when it closes
+        digest = getattr(estimator, "rows_digest_", None)  # the fit hashed these rows already
+        inputs = [fold_input(self.origin, name, X, y, digest)] if self.origin is not None and X is not None else []
+        if run_id is None:
+            tags = self.tree.child_tags(self.tree.candidate_runs[key], tags)
+            return PendingRun(name, tags, params, inputs, int(time.time() * 1000))
+        if from_store:  # its params go with the rest of the run when it closes: one write
             self.pending_params[run_id] = params
         else:  # trains now: its settings show while it runs
             self.store.client().log_batch(run_id, params=params)
-        if self.origin is not None and X is not None:
-            digest = getattr(estimator, "rows_digest_", None)  # the fit hashed these rows already
-            log_inputs(self.store.client(), run_id, [fold_input(self.origin, name, X, y, digest)])
+        if inputs:
+            log_inputs(self.store.client(), run_id, inputs)
         return run_id
 
     def log_epoch(self, run_id: str, history: dict[str, list[float]]) -> None:
@@ -170,6 +199,8 @@ class FoldLogger:
 
     def origin_run(self, fit_key: str) -> str:
         """The run that trained the stored fit ``fit_key``: the first fold or refit run tagged with it."""
+        if self.writer is not None:  # it may hold the run that trained it (a fit twice in one search)
+            self.writer.drain()
         runs = self.store.client().search_runs(
             [self.tree.experiment_id],
             f"tags.`{FIT_KEY}` = '{fit_key}'",
@@ -178,7 +209,7 @@ class FoldLogger:
         )
         return runs[0].info.run_id if runs else "unknown (trained under another tracking store or experiment)"
 
-    def close_fold_run(self, run_id: str, estimator: Any) -> None:
+    def close_fold_run(self, run_id: str | PendingRun, estimator: Any) -> None:
         """Mark a fold run FINISHED, or FAILED with the reason; note which process fit it, how long, from where.
 
         A restored fit logs the curves, fit time and origin its training left; a trained one its
@@ -206,6 +237,26 @@ class FoldLogger:
         error = getattr(estimator, "fit_error_", None)
         if error:
             tags.append(RunTag(ERROR, error[:MAX_TEXT]))
+        status = RunStatus.FAILED if error else RunStatus.FINISHED
+        if isinstance(run_id, PendingRun):
+            self.hand_over(run_id, metrics, tags, status, now)
+            return
         # One write for the run's params (when deferred), metrics and tags: a restored fit costs four in all.
         client.log_batch(run_id, metrics=metrics, params=self.pending_params.pop(run_id, []), tags=tags)
-        close_run(client, run_id, RunStatus.FAILED if error else RunStatus.FINISHED)
+        close_run(client, run_id, status)
+
+    def hand_over(self, run: PendingRun, metrics: list[Metric], tags: list[RunTag], status: int, now: int) -> None:
+        """Give the writer a restored fit's fold run, whole: what :meth:`create_fold_run` and the close would write."""
+        assert self.writer is not None
+        record = RunRecord(
+            experiment_id=self.tree.experiment_id,
+            name=run.name,
+            tags=run.tags | {tag.key: tag.value for tag in tags},
+            params={param.key: param.value for param in run.params},
+            metrics=[(metric.key, metric.value, metric.timestamp, metric.step) for metric in metrics],
+            inputs=[item.to_dictionary() for item in run.inputs],
+            status=RunStatus.to_string(status),
+            start_time=run.start_time,
+            end_time=now,
+        )
+        self.writer.submit(record)

@@ -49,12 +49,12 @@ class RunTree:
 
     def create_run(self, name: str, parent_id: str, tags: dict[str, str]) -> str:
         """Create a child run of ``parent_id`` in the search and return its id."""
-        run = self.store.client().create_run(
-            self.experiment_id,
-            run_name=name,
-            tags={MLFLOW_PARENT_RUN_ID: parent_id, SEARCH_RUN: self.search_run_id, **tags},
-        )
+        run = self.store.client().create_run(self.experiment_id, run_name=name, tags=self.child_tags(parent_id, tags))
         return run.info.run_id
+
+    def child_tags(self, parent_id: str, tags: dict[str, str]) -> dict[str, str]:
+        """``tags`` of a child run of ``parent_id`` in the search: with its parent and its search run."""
+        return {MLFLOW_PARENT_RUN_ID: parent_id, SEARCH_RUN: self.search_run_id, **tags}
 
     def adopt_existing(self) -> None:
         """Take over the candidate runs of a resumed search run and note its finished fold and refit runs."""

@@ -50,6 +50,7 @@ from mnist_hpo.tracking.runs import (
 )
 from mnist_hpo.tracking.store import Store, experiment_id
 from mnist_hpo.tracking.store_loss import store_lost
+from mnist_hpo.tracking.writer import RunWriter
 
 MAX_PARAMS_PER_BATCH = 100
 
@@ -78,9 +79,10 @@ class SearchRun:
     child still RUNNING end FAILED (KILLED for Ctrl-C), so no run is left RUNNING.
     """
 
-    def __init__(self, store: Store, spec: SearchRunSpec) -> None:
+    def __init__(self, store: Store, spec: SearchRunSpec, writer: RunWriter | None = None) -> None:
         self.store = store
         self.spec = spec
+        self.writer = writer
         self.client = store.client()
         self.experiment_id = ""
         self.run_id = ""
@@ -142,6 +144,8 @@ class SearchRun:
     ) -> None:
         if store_lost(error):  # nothing can be written; the next search in a restored store ends these runs
             return
+        if self.writer is not None:  # the runs it was handed are written before any is ended as unfinished
+            self.writer.drain(raise_errors=False)
         if kind is None:
             self.close_children(RunStatus.FAILED, "the search ended before this run finished")
         else:
@@ -179,7 +183,7 @@ class SearchRun:
 
     def callbacks(self, n_splits: int, n_repeats: int = 1) -> list[FoldLogger]:
         """The sklearn callbacks that fill this search run's candidate and fold runs."""
-        return [FoldLogger(self.store, self.experiment_id, self.run_id, n_splits, n_repeats, self.origin)]
+        return [FoldLogger(self.store, self.experiment_id, self.run_id, n_splits, n_repeats, self.origin, self.writer)]
 
     def log_datasets(self, data: MnistData) -> None:
         """Record the search's training and test data as its run's datasets (MLflow ignores a resume's repeat)."""
@@ -189,15 +193,20 @@ class SearchRun:
     def record(
         self, result: SearchResult, csv_path: Path, figures: dict[str, Figure], model: Any | None, images: np.ndarray
     ) -> None:
-        """Everything a finished search leaves (tracking/records.py); the model last, as it ends the run's block."""
-        close_lost_fits(self.client, self.experiment_id, self.run_id)
+        """Everything a finished search leaves (tracking/records.py); the model last, as it ends the run's block.
+
+        The files first: the writer meanwhile writes the last fold runs it was handed, read back next.
+        """
         records = SearchRecords(self)
+        records.file(csv_path)
+        records.figures(figures)
+        if self.writer is not None:
+            self.writer.drain()
+        close_lost_fits(self.client, self.experiment_id, self.run_id)
         runs = self.descendants()  # what both need is written by the search, before this: read once
         records.candidates(result, runs)
         self.fit_counts, self.unstored = records.fit_counts(runs)
         records.result(result, {BEST_PARAMS: str(result.best_params), REFIT_RULE: result.refit_rule or "none"})
-        records.file(csv_path)
-        records.figures(figures)
         if model is not None:
             records.model(model, images)
 
@@ -245,6 +254,9 @@ class UntrackedSearch:
         return "MLflow: nothing recorded (tracking.enabled=false)"
 
 
-def open_search_run(store: Store | None, spec: SearchRunSpec) -> SearchRun | UntrackedSearch:
-    """The search's run in ``store``, or one that records nothing when tracking is off."""
-    return SearchRun(store, spec) if store is not None else UntrackedSearch()
+def open_search_run(
+    store: Store | None, spec: SearchRunSpec, writer: RunWriter | None = None
+) -> SearchRun | UntrackedSearch:
+    """The search's run in ``store`` (restored fits' fold runs written by ``writer``, if any), or one that
+    records nothing when tracking is off."""
+    return SearchRun(store, spec, writer) if store is not None else UntrackedSearch()

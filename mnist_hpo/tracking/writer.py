@@ -1,0 +1,262 @@
+"""A tracking writer process: the fold runs of restored fits are written beside the search, not in its path.
+
+After fused training, the search's pass restores each fit and records its fold run: four MLflow
+writes (~21 ms here) against ~12 ms to restore and score it, on one core while the other idles.
+The pass hands each restored fit's whole fold run to this process instead, one JSON line, and it
+writes them on the idle core; the search waits for it only before it reads its runs back (the
+records) or ends them (its exit). Fits that train in the search record their runs themselves, live.
+
+Why a process: MLflow's calls are Python (SQLAlchemy) and a thread would take the interpreter from
+the pass (docs/performance.md). Why spawned, not forked: a fork would share the parent's open SQLite
+connections and TensorFlow's threads. It starts with the session, so its imports overlap the
+session's own work, and in a session of its own: Ctrl-C stops the search, which then waits for what
+it handed over; if the search is killed, the writer still writes every run it was given, then
+exits when its input closes.
+
+Nothing is lost or faked: each run is written whole (created with its tags, its inputs, params and
+metrics, ended with its status and times) in the order given. An error comes back with the run it
+failed on and is raised in the search: a lost store (:class:`TrackingStoreLost`) at its next
+hand-over, any other at its next wait. A run a killed writer left RUNNING is ended by the next
+search's clean-up, as a killed search's are. The URI goes over the pipe, never on a command line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import threading
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from mnist_hpo.tracking.store_loss import TrackingStoreLost
+
+log = logging.getLogger(__name__)
+
+WAIT_POLL_S = 1.0  # how often a waiting search checks that the writer still runs
+STALL_NOTICE_S = 30.0  # a wait this long without a run written says so in the log
+CLOSE_TIMEOUT_S = 60.0  # the writer's last runs, once its input is closed
+PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding mnist_hpo, for the child's imports
+
+
+class TrackingWriteError(RuntimeError):
+    """The writer could not write a run (or ended early): the search's record would be incomplete."""
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """One finished run, whole: what MLflow's ``create_run``, ``log_inputs``, ``log_batch`` and ``set_terminated`` take.
+
+    Plain data, so it crosses the pipe as JSON.
+    """
+
+    experiment_id: str
+    name: str
+    tags: dict[str, str]
+    params: dict[str, str]
+    metrics: list[tuple[str, float, int, int]]  # key, value, timestamp in ms, step
+    inputs: list[dict[str, Any]]  # each DatasetInput's ``to_dictionary()``: its dataset's fields and its tags
+    status: str
+    start_time: int
+    end_time: int
+
+
+class Replies:
+    """What the writer has answered: runs written, its first error, whether it has ended.
+
+    Apart from :class:`RunWriter`, so the thread reading the answers does not keep the writer alive:
+    a writer nobody closes is collected, which closes its input and ends the process.
+    """
+
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.written = 0
+        self.failure: dict[str, Any] | None = None
+        self.ended = False
+
+    def read(self, stream: IO[str]) -> None:
+        """Count the replies (one per run) until the process ends, keeping the first error."""
+        for line in stream:
+            reply = json.loads(line)
+            with self.changed:
+                self.written += 1
+                if "error" in reply and self.failure is None:
+                    self.failure = reply
+                self.changed.notify_all()
+        with self.changed:
+            self.ended = True
+            self.changed.notify_all()
+
+
+class RunWriter:
+    """The search's side of the writer process: hands runs over and waits for them to be written.
+
+    It starts before the store is opened, so its imports overlap the session's; :meth:`open` gives it
+    the store once the session has made it ready.
+    """
+
+    def __init__(self) -> None:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", __name__],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,  # no Ctrl-C from the terminal: it ends when its input does
+        )
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.input: IO[str] = self.process.stdin
+        self.sent = 0
+        self.replies = Replies()
+        reader = threading.Thread(target=self.replies.read, args=(self.process.stdout,), daemon=True)
+        reader.start()
+
+    def open(self, uri: str) -> None:
+        """Point the writer at the store ``uri``, its schema ready (sent over the pipe, never on a command line)."""
+        self.send({"uri": uri})
+
+    def send(self, message: dict[str, Any]) -> None:
+        """One line to the writer; if it has ended, its replies say so (:meth:`drain` raises)."""
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            self.input.write(json.dumps(message) + "\n")
+            self.input.flush()
+
+    def submit(self, record: RunRecord) -> None:
+        """Hand one finished run over; raise :class:`TrackingStoreLost` at once if the writer met a lost store."""
+        self.check(lost_only=True)
+        self.sent += 1
+        self.send({"id": self.sent, "run": asdict(record)})
+
+    def drain(self, raise_errors: bool = True) -> None:
+        """Wait until every run handed over is written; then raise its first error (unless ``raise_errors`` is off)."""
+        replies = self.replies
+        waited_since = time.monotonic()
+        with replies.changed:
+            written = replies.written
+            while replies.written < self.sent and not replies.ended:
+                replies.changed.wait(WAIT_POLL_S)
+                if replies.written != written:
+                    written, waited_since = replies.written, time.monotonic()
+                elif time.monotonic() - waited_since > STALL_NOTICE_S:
+                    log.warning("waiting for the tracking writer: %d run(s) not yet written", self.sent - written)
+                    waited_since = time.monotonic()
+        if raise_errors:
+            self.check(lost_only=False)
+        elif replies.failure is not None:
+            log.warning("the tracking writer failed: %s", replies.failure["error"])
+
+    def check(self, lost_only: bool) -> None:
+        """Raise the writer's first error: a lost store always, any other unless ``lost_only``."""
+        replies = self.replies
+        failure = replies.failure
+        if failure is not None and failure["lost"]:
+            raise TrackingStoreLost(failure["error"], failure["details"])
+        if lost_only:
+            return
+        if failure is not None:
+            raise TrackingWriteError(f"the tracking writer could not write a run: {failure['error']}")
+        if replies.ended and replies.written < self.sent:
+            raise TrackingWriteError(
+                f"the tracking writer ended (exit {self.process.poll()}) with {self.sent - replies.written} "
+                "run(s) not written"
+            )
+
+    def close(self, wait: bool = True) -> None:
+        """Close its input: it writes what it has and exits. ``wait``: until it has (else it ends on its own)."""
+        with contextlib.suppress(BrokenPipeError):
+            self.input.close()
+        if not wait or self.replies.written == self.sent:  # nothing left to write: it ends on its own
+            return
+        try:
+            self.process.wait(CLOSE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            log.warning("the tracking writer did not end within %.0f s; stopped", CLOSE_TIMEOUT_S)
+            self.process.kill()
+            self.process.wait()
+
+
+def write_run(client: Any, record: RunRecord) -> None:
+    """Write ``record`` as one run: created with its tags, its inputs, params and metrics, then ended."""
+    from mlflow.entities import Dataset, DatasetInput, InputTag, Metric, Param
+
+    from mnist_hpo.tracking.datasets import log_inputs
+
+    run = client.create_run(record.experiment_id, start_time=record.start_time, tags=record.tags, run_name=record.name)
+    run_id = run.info.run_id
+    if record.inputs:
+        inputs = [
+            DatasetInput(Dataset.from_dictionary(item["dataset"]), [InputTag(k, v) for k, v in item["tags"].items()])
+            for item in record.inputs
+        ]
+        log_inputs(client, run_id, inputs)
+    if record.metrics or record.params:
+        metrics = [Metric(key, value, timestamp, step) for key, value, timestamp, step in record.metrics]
+        client.log_batch(run_id, metrics=metrics, params=[Param(key, value) for key, value in record.params.items()])
+    client.set_terminated(run_id, record.status, end_time=record.end_time)
+
+
+def serve(requests: IO[str], replies: IO[str]) -> None:
+    """The writer's loop: the store's URI, then one run a line, each answered by a line (its id, and any error).
+
+    After a lost store every later run is answered with the same loss: nothing more can be written.
+    """
+    from mlflow import MlflowClient
+
+    from mnist_hpo.tracking.store_loss import guarded
+
+    line = requests.readline()
+    if not line:  # the session ended before its store was ready
+        return
+    client = MlflowClient(tracking_uri=json.loads(line)["uri"])
+    lost: dict[str, Any] | None = None
+    answering = True
+    try:  # connected now, while the session goes on: a database lost later is seen as lost, not made anew
+        with guarded():
+            client.search_experiments(max_results=1)
+    except TrackingStoreLost as error:
+        lost = {"error": error.reason, "details": error.details, "lost": True}
+    for line in requests:
+        message = json.loads(line)
+        reply: dict[str, Any] = {"id": message["id"]}
+        if lost is not None:
+            reply |= lost
+        else:
+            try:
+                with guarded():
+                    write_run(client, RunRecord(**message["run"]))
+            except TrackingStoreLost as error:
+                lost = {"error": error.reason, "details": error.details, "lost": True}
+                reply |= lost
+            except Exception as error:  # reported to the search, which raises it
+                reply |= {"error": f"{type(error).__name__}: {error}", "details": traceback.format_exc(), "lost": False}
+        if answering:
+            try:
+                replies.write(json.dumps(reply) + "\n")
+                replies.flush()
+            except BrokenPipeError:  # the search is gone (killed): what it handed over is still written
+                answering = False
+
+
+def main() -> None:
+    """Entry of the writer process: replies on a private copy of stdout; anything a library prints goes to stderr.
+
+    What a write needs is imported first, while the session that started it does its own work.
+    """
+    import mlflow.store.tracking.sqlalchemy_store  # noqa: F401 - MLflow loads it on the first write otherwise
+
+    import mnist_hpo.tracking.datasets  # noqa: F401
+
+    replies = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    serve(sys.stdin, replies)
+
+
+if __name__ == "__main__":
+    main()
