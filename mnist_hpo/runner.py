@@ -193,8 +193,8 @@ def fitted_search(
         result = summarize(search, data.x_test, data.y_test, sizes, cfg.search.alpha, cfg.search.rope, rule, trained_in)
         csv_path = write_cv_results(search, result, job.output_dir / (run_name or ""))
         best = getattr(search, "best_estimator_", None)
-        figures = plots.search_figures(result, best.history_ if best is not None else None)
-        tracked.record(result, csv_path, figures, best if cfg.tracking.log_model else None, data.x_test)
+        draw = partial(plots.search_figures, result, best.history_ if best is not None else None)
+        tracked.record(result, csv_path, draw, best if cfg.tracking.log_model else None, data.x_test)
     console.print(result_view(result))
     console.print(tracked.summary_line())
     links = run_links(session.store.client(), cfg.tracking, tracked.run_id) if tracked.run_id else None

@@ -4,6 +4,7 @@
   drivers``, absl's ``All log messages before absl::InitializeLog()``) from C++ while it is imported,
   before absl's logging is set up, so no setting reaches them (``TF_CPP_MIN_LOG_LEVEL`` does not):
   the import runs with file descriptor 2 pointed at the job's log file.
+* The tracking writer process (tracking/writer.py) writes its stderr to the job's log.
 * Ray's start of a local cluster (``ray.init``: its "Started a local Ray instance", the cluster's
   processes) runs with descriptor 2 at the job's log too (execution/ray_backend.py); joining a cluster
   at an address does not, so its connection retries stay in sight.
@@ -67,6 +68,12 @@ def job_log(output_dir: Path) -> Path:
     return Path(files[0].baseFilename) if files else output_dir / "mnist_hpo.log"
 
 
+def routed_log() -> Path | None:
+    """The job's log file where chatter goes (:func:`route_chatter`), or None (a library use, ``hydra.verbose``)."""
+    log = os.environ.get(LOG_ENV)
+    return Path(log) if log and os.environ.get(VERBOSE_ENV) != "1" else None
+
+
 @contextmanager
 def chatter_to_log() -> Iterator[None]:
     """Point file descriptor 2 at the job's log for the block (a C++ library's import), then back.
@@ -75,11 +82,11 @@ def chatter_to_log() -> Iterator[None]:
     lost or reordered; only what C++ writes to the descriptor meanwhile lands in the log. Without a
     routed log (a library use, ``hydra.verbose``) the block runs as it is.
     """
-    log = os.environ.get(LOG_ENV)
-    if not log or os.environ.get(VERBOSE_ENV) == "1":
+    log = routed_log()
+    if log is None:
         yield
         return
-    Path(log).parent.mkdir(parents=True, exist_ok=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
     sys.stderr.flush()
     saved = os.dup(2)
     try:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from matplotlib.figure import Figure
+from mlflow import MlflowClient
 from mlflow.entities import Metric, Run, RunStatus, RunTag
 
 from mnist_hpo.search.evaluation import SearchResult
@@ -43,6 +44,7 @@ from mnist_hpo.tracking.runs import (
     UNSTORED_FITS,
     close_run,
 )
+from mnist_hpo.tracking.writer import WriterCalls
 
 if TYPE_CHECKING:
     from mnist_hpo.tracking.search_run import SearchRun
@@ -66,6 +68,8 @@ class SearchRecords:
         self.run = run
         self.client = run.client
         self.run_id = run.run_id
+        # Scores, counts and closes: the writer's, when the search has one (the files and model are made here).
+        self.writes: MlflowClient | WriterCalls = WriterCalls(run.writer) if run.writer is not None else run.client
 
     def fit_counts(self, runs: list[Run]) -> tuple[tuple[int, int, int], dict[str, int]]:
         """Tag how many of this attempt's fits were restored from the fit store, trained, or failed.
@@ -93,7 +97,7 @@ class SearchRecords:
                     unstored[run.data.tags[NOT_STORED]] = unstored.get(run.data.tags[NOT_STORED], 0) + 1
             elif run.info.status == "FINISHED":
                 reused += 1
-        self.client.log_batch(
+        self.writes.log_batch(
             self.run_id,
             tags=[
                 RunTag(REUSED_FITS, str(reused)),
@@ -140,7 +144,7 @@ class SearchRecords:
                     fold.data.tags.get(ERROR) for k, fold in folds.items() if k[0] == key and fold.data.tags.get(ERROR)
                 }
                 tags |= {FAILED: "true", ERROR: "; ".join(sorted(reasons))[:MAX_TEXT] or "fit failed"}
-            self.client.log_batch(
+            self.writes.log_batch(
                 run.info.run_id,
                 metrics=metrics_batch(values, step),
                 tags=[RunTag(name, value) for name, value in tags.items()],
@@ -153,26 +157,26 @@ class SearchRecords:
                         for name in ("test_score", "train_score")
                         if f"split{split}_{name}" in row
                     }
-                    self.client.log_batch(fold.info.run_id, metrics=metrics_batch(scores))
+                    self.writes.log_batch(fold.info.run_id, metrics=metrics_batch(scores))
             status = RunStatus.FAILED if row["failed"] else RunStatus.FINISHED
-            close_run(self.client, run.info.run_id, status)
+            close_run(self.writes, run.info.run_id, status)
         if best_key in candidates:
             best_id = candidates[best_key].info.run_id
-            self.client.set_tag(best_id, BEST, "true")
-            self.client.set_tag(self.run_id, BEST_CANDIDATE, best_id)
+            self.writes.set_tag(best_id, BEST, "true")
+            self.writes.set_tag(self.run_id, BEST_CANDIDATE, best_id)
         if result.refit_index is not None:
             refitted = candidate_key(frame.iloc[result.refit_index][result.axes].to_dict(), result.axes)
             if refitted in candidates:
-                self.client.set_tag(candidates[refitted].info.run_id, REFITTED, result.refit_rule)
+                self.writes.set_tag(candidates[refitted].info.run_id, REFITTED, result.refit_rule)
 
     def result(self, result: SearchResult, tags: dict[str, str]) -> None:
         """Log the search's headline metrics and extra tags."""
         values = {"best_cv_score": result.best_score, "tied_with_best": result.tied}
         if result.test is not None:
             values |= result.test.metrics()
-        self.client.log_batch(self.run_id, metrics=metrics_batch(values))
+        self.writes.log_batch(self.run_id, metrics=metrics_batch(values))
         for name, value in tags.items():
-            self.client.set_tag(self.run_id, name, tag_value(value))
+            self.writes.set_tag(self.run_id, name, tag_value(value))
 
     def figures(self, figures: dict[str, Figure]) -> None:
         """Log each figure as a PNG artifact under ``plots/``."""

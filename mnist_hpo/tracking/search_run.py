@@ -6,6 +6,7 @@ What it records once the search has its results is tracking/records.py.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -191,24 +192,32 @@ class SearchRun:
         log_inputs(self.client, self.run_id, inputs)
 
     def record(
-        self, result: SearchResult, csv_path: Path, figures: dict[str, Figure], model: Any | None, images: np.ndarray
+        self,
+        result: SearchResult,
+        csv_path: Path,
+        draw: Callable[[], dict[str, Figure]],
+        model: Any | None,
+        images: np.ndarray,
     ) -> None:
         """Everything a finished search leaves (tracking/records.py); the model last, as it ends the run's block.
 
-        The files first: the writer meanwhile writes the last fold runs it was handed, read back next.
+        With a writer, the scores, counts and closes go to it, and ``draw`` (the figures) runs while
+        it writes them; the search waits for it at the end, so every write is made, or raised, here.
         """
-        records = SearchRecords(self)
-        records.file(csv_path)
-        records.figures(figures)
-        if self.writer is not None:
+        if self.writer is not None:  # the fold runs it was handed are read back next
             self.writer.drain()
         close_lost_fits(self.client, self.experiment_id, self.run_id)
+        records = SearchRecords(self)
         runs = self.descendants()  # what both need is written by the search, before this: read once
         records.candidates(result, runs)
         self.fit_counts, self.unstored = records.fit_counts(runs)
         records.result(result, {BEST_PARAMS: str(result.best_params), REFIT_RULE: result.refit_rule or "none"})
+        records.file(csv_path)
+        records.figures(draw())
         if model is not None:
             records.model(model, images)
+        if self.writer is not None:
+            self.writer.drain()
 
     def summary_line(self) -> str:
         """Where the user finds this search in MLflow, and how many fits it trained or restored."""
@@ -246,7 +255,12 @@ class UntrackedSearch:
         return None
 
     def record(
-        self, result: SearchResult, csv_path: Path, figures: dict[str, Figure], model: Any | None, images: np.ndarray
+        self,
+        result: SearchResult,
+        csv_path: Path,
+        draw: Callable[[], dict[str, Figure]],
+        model: Any | None,
+        images: np.ndarray,
     ) -> None:
         return None
 

@@ -31,10 +31,13 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from mnist_hpo.environment.quiet import routed_log
+from mnist_hpo.tracking.redaction import redact
 from mnist_hpo.tracking.store_loss import TrackingStoreLost
 
 log = logging.getLogger(__name__)
@@ -103,14 +106,19 @@ class RunWriter:
 
     def __init__(self) -> None:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", __name__],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-            env=env,
-            start_new_session=True,  # no Ctrl-C from the terminal: it ends when its input does
-        )
+        log = routed_log()
+        if log is not None:
+            log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "ab") if log is not None else contextlib.nullcontext() as errors:  # its warnings: the log's
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", __name__],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=errors,
+                text=True,
+                env=env,
+                start_new_session=True,  # no Ctrl-C from the terminal: it ends when its input does
+            )
         assert self.process.stdin is not None and self.process.stdout is not None
         self.input: IO[str] = self.process.stdin
         self.sent = 0
@@ -130,9 +138,13 @@ class RunWriter:
 
     def submit(self, record: RunRecord) -> None:
         """Hand one finished run over; raise :class:`TrackingStoreLost` at once if the writer met a lost store."""
+        self.call("run", asdict(record))
+
+    def call(self, name: str, args: dict[str, Any]) -> None:
+        """Hand one write over (``name``: a :class:`WriterCalls` method, or ``run``), as :meth:`submit` does."""
         self.check(lost_only=True)
         self.sent += 1
-        self.send({"id": self.sent, "run": asdict(record)})
+        self.send({"id": self.sent, "call": name, "args": args})
 
     def drain(self, raise_errors: bool = True) -> None:
         """Wait until every run handed over is written; then raise its first error (unless ``raise_errors`` is off)."""
@@ -172,7 +184,8 @@ class RunWriter:
         """Close its input: it writes what it has and exits. ``wait``: until it has (else it ends on its own)."""
         with contextlib.suppress(BrokenPipeError):
             self.input.close()
-        if not wait or self.replies.written == self.sent:  # nothing left to write: it ends on its own
+        if not wait or self.replies.written == self.sent:  # nothing left to write: it ends on its own, reaped here
+            threading.Thread(target=self.process.wait, daemon=True).start()
             return
         try:
             self.process.wait(CLOSE_TIMEOUT_S)
@@ -180,6 +193,58 @@ class RunWriter:
             log.warning("the tracking writer did not end within %.0f s; stopped", CLOSE_TIMEOUT_S)
             self.process.kill()
             self.process.wait()
+
+
+class WriterCalls:
+    """The writes of a finished search's records, as ``MlflowClient`` takes them, handed to the writer.
+
+    The records' scores, counts and closes go over while the search draws and logs its figures, which
+    is what the writer's time then overlaps; the search waits for them before its run ends.
+    """
+
+    def __init__(self, writer: RunWriter) -> None:
+        self.writer = writer
+
+    def log_batch(
+        self, run_id: str, metrics: Sequence[Any] = (), params: Sequence[Any] = (), tags: Sequence[Any] = ()
+    ) -> None:
+        self.writer.call(
+            "log_batch",
+            {
+                "run_id": run_id,
+                "metrics": [(m.key, m.value, m.timestamp, m.step) for m in metrics],
+                "params": [(p.key, p.value) for p in params],
+                "tags": [(t.key, t.value) for t in tags],
+            },
+        )
+
+    def set_tag(self, run_id: str, key: str, value: str) -> None:
+        self.writer.call("set_tag", {"run_id": run_id, "key": key, "value": str(value)})
+
+    def set_terminated(self, run_id: str, status: str | None = None, end_time: int | None = None) -> None:
+        end = end_time if end_time is not None else int(time.time() * 1000)  # when it ended, not when written
+        self.writer.call("set_terminated", {"run_id": run_id, "status": status, "end_time": end})
+
+
+def apply(client: Any, name: str, args: dict[str, Any]) -> None:
+    """Make one handed-over write with ``client``: a whole run, or one of :class:`WriterCalls`' calls."""
+    from mlflow.entities import Metric, Param, RunTag
+
+    if name == "run":
+        write_run(client, RunRecord(**args))
+    elif name == "log_batch":
+        client.log_batch(
+            args["run_id"],
+            metrics=[Metric(*metric) for metric in args["metrics"]],
+            params=[Param(*param) for param in args["params"]],
+            tags=[RunTag(*tag) for tag in args["tags"]],
+        )
+    elif name == "set_tag":
+        client.set_tag(args["run_id"], args["key"], args["value"])
+    elif name == "set_terminated":
+        client.set_terminated(args["run_id"], args["status"], end_time=args["end_time"])
+    else:
+        raise ValueError(f"unknown write {name!r}")
 
 
 def write_run(client: Any, record: RunRecord) -> None:
@@ -202,10 +267,15 @@ def write_run(client: Any, record: RunRecord) -> None:
     client.set_terminated(run_id, record.status, end_time=record.end_time)
 
 
-def serve(requests: IO[str], replies: IO[str]) -> None:
-    """The writer's loop: the store's URI, then one run a line, each answered by a line (its id, and any error).
+def failure(error: str, details: str, lost: bool) -> dict[str, Any]:
+    """A reply's error: what failed, its traceback, whether the store is lost; credentials hidden."""
+    return {"error": redact(error), "details": redact(details), "lost": lost}
 
-    After a lost store every later run is answered with the same loss: nothing more can be written.
+
+def serve(requests: IO[str], replies: IO[str]) -> None:
+    """The writer's loop: the store's URI, then one write a line, each answered by a line (its id, and any error).
+
+    After a lost store every later write is answered with the same loss: nothing more can be written.
     """
     from mlflow import MlflowClient
 
@@ -221,7 +291,7 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
         with guarded():
             client.search_experiments(max_results=1)
     except TrackingStoreLost as error:
-        lost = {"error": error.reason, "details": error.details, "lost": True}
+        lost = failure(error.reason, error.details, lost=True)
     for line in requests:
         message = json.loads(line)
         reply: dict[str, Any] = {"id": message["id"]}
@@ -230,12 +300,12 @@ def serve(requests: IO[str], replies: IO[str]) -> None:
         else:
             try:
                 with guarded():
-                    write_run(client, RunRecord(**message["run"]))
+                    apply(client, message["call"], message["args"])
             except TrackingStoreLost as error:
-                lost = {"error": error.reason, "details": error.details, "lost": True}
+                lost = failure(error.reason, error.details, lost=True)
                 reply |= lost
             except Exception as error:  # reported to the search, which raises it
-                reply |= {"error": f"{type(error).__name__}: {error}", "details": traceback.format_exc(), "lost": False}
+                reply |= failure(f"{type(error).__name__}: {error}", traceback.format_exc(), lost=False)
         if answering:
             try:
                 replies.write(json.dumps(reply) + "\n")
