@@ -54,6 +54,7 @@ from mnist_hpo.tracking.store_loss import store_lost
 from mnist_hpo.tracking.writer import RunWriter
 
 MAX_PARAMS_PER_BATCH = 100
+Draw = Callable[[], dict[str, Figure]]  # the search's figures, drawn when the records are ready for them
 
 
 @dataclass(frozen=True)
@@ -191,14 +192,7 @@ class SearchRun:
         inputs = search_inputs(self.origin, data.x_train, data.y_train, data.x_test, data.y_test)
         log_inputs(self.client, self.run_id, inputs)
 
-    def record(
-        self,
-        result: SearchResult,
-        csv_path: Path,
-        draw: Callable[[], dict[str, Figure]],
-        model: Any | None,
-        images: np.ndarray,
-    ) -> None:
+    def record(self, result: SearchResult, csv_path: Path, draw: Draw, model: Any | None, images: np.ndarray) -> None:
         """Everything a finished search leaves (tracking/records.py); the model last, as it ends the run's block.
 
         With a writer, the scores, counts and closes go to it, and ``draw`` (the figures) runs while
@@ -254,14 +248,7 @@ class UntrackedSearch:
     def log_datasets(self, data: MnistData) -> None:
         return None
 
-    def record(
-        self,
-        result: SearchResult,
-        csv_path: Path,
-        draw: Callable[[], dict[str, Figure]],
-        model: Any | None,
-        images: np.ndarray,
-    ) -> None:
+    def record(self, result: SearchResult, csv_path: Path, draw: Draw, model: Any | None, images: np.ndarray) -> None:
         return None
 
     def summary_line(self) -> str:
