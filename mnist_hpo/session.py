@@ -62,13 +62,14 @@ class Session:
 def restores_fused(cfg: Config) -> bool:
     """Whether the search will restore fused fits in this process, so a writer process pays off.
 
-    Fusion on, tracked, and neither Ray (fits run on the cluster) nor halving (each fit alone).
+    Fusion on, tracked, and neither Ray (fits run on the cluster), halving nor torch (each fit alone).
     """
     return (
         cfg.tracking.enabled
         and cfg.execution.fusion
         and cfg.execution.backend != "ray"
-        and not cfg.search.strategy.startswith("halving")
+        and cfg.search.strategy != "halving"
+        and cfg.backend != "torch"
     )
 
 

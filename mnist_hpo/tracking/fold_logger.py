@@ -13,8 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import psutil
-from mlflow.entities import Metric, Param, RunStatus, RunTag
-from mlflow.entities.dataset_input import DatasetInput
+from mlflow.entities import DatasetInput, Metric, Param, RunStatus, RunTag
 from sklearn.callback import CallbackContext
 
 from mnist_hpo.search.strategies import candidate_params
@@ -251,9 +250,9 @@ class FoldLogger:
         record = RunRecord(
             experiment_id=self.tree.experiment_id,
             name=run.name,
-            tags=run.tags | {tag.key: tag.value for tag in tags},
-            params={param.key: param.value for param in run.params},
-            metrics=[(metric.key, metric.value, metric.timestamp, metric.step) for metric in metrics],
+            tags=run.tags | {tag.key: str(tag.value) for tag in tags},
+            params={param.key: str(param.value) for param in run.params},
+            metrics=[(metric.key, float(metric.value), metric.timestamp, metric.step) for metric in metrics],
             inputs=[item.to_dictionary() for item in run.inputs],
             status=RunStatus.to_string(status),
             start_time=run.start_time,

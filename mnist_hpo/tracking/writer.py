@@ -3,8 +3,10 @@
 After fused training, the search's pass restores each fit and records its fold run: four MLflow
 writes (~21 ms here) against ~12 ms to restore and score it, on one core while the other idles.
 The pass hands each restored fit's whole fold run to this process instead, one JSON line, and it
-writes them on the idle core; the search waits for it only before it reads its runs back (the
-records) or ends them (its exit). Fits that train in the search record their runs themselves, live.
+writes them on the idle core; then the records' scores, counts and closes (:class:`WriterCalls`)
+go the same way while the search draws its figures. The search waits for it only before it reads
+its runs back and at the end of its records (or of its run, if it failed). Fits that train in the
+search record their runs themselves, live.
 
 Why a process: MLflow's calls are Python (SQLAlchemy) and a thread would take the interpreter from
 the pass (docs/performance.md). Why spawned, not forked: a fork would share the parent's open SQLite
@@ -46,6 +48,8 @@ WAIT_POLL_S = 1.0  # how often a waiting search checks that the writer still run
 STALL_NOTICE_S = 30.0  # a wait this long without a run written says so in the log
 CLOSE_TIMEOUT_S = 60.0  # the writer's last runs, once its input is closed
 PACKAGE_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding mnist_hpo, for the child's imports
+# The writer's entry: this package as the search imported it (appended to the path, so it shadows nothing).
+BOOT = "import sys; sys.path.append(sys.argv[1]); from mnist_hpo.tracking.writer import main; main()"
 
 
 class TrackingWriteError(RuntimeError):
@@ -105,18 +109,16 @@ class RunWriter:
     """
 
     def __init__(self) -> None:
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [PACKAGE_ROOT, os.environ.get("PYTHONPATH")]))}
         log = routed_log()
         if log is not None:
             log.parent.mkdir(parents=True, exist_ok=True)
         with open(log, "ab") if log is not None else contextlib.nullcontext() as errors:  # its warnings: the log's
             self.process = subprocess.Popen(
-                [sys.executable, "-m", __name__],
+                [sys.executable, "-c", BOOT, PACKAGE_ROOT],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
                 stderr=errors,
                 text=True,
-                env=env,
                 start_new_session=True,  # no Ctrl-C from the terminal: it ends when its input does
             )
         assert self.process.stdin is not None and self.process.stdout is not None
@@ -212,9 +214,9 @@ class WriterCalls:
             "log_batch",
             {
                 "run_id": run_id,
-                "metrics": [(m.key, m.value, m.timestamp, m.step) for m in metrics],
-                "params": [(p.key, p.value) for p in params],
-                "tags": [(t.key, t.value) for t in tags],
+                "metrics": [(m.key, float(m.value), m.timestamp, m.step) for m in metrics],
+                "params": [(p.key, str(p.value)) for p in params],
+                "tags": [(t.key, str(t.value)) for t in tags],
             },
         )
 
