@@ -18,8 +18,9 @@ exits when its input closes.
 Nothing is lost or faked: each run is written whole (created with its tags, its inputs, params and
 metrics, ended with its status and times) in the order given. An error comes back with the run it
 failed on and is raised in the search: a lost store (:class:`TrackingStoreLost`) at its next
-hand-over, any other at its next wait. A run a killed writer left RUNNING is ended by the next
-search's clean-up, as a killed search's are. The URI goes over the pipe, never on a command line.
+hand-over, any other at its next wait. A writer that ends early leaves its unanswered writes to the
+search, which makes them itself; a run it left half-written (RUNNING) is ended, tagged lost, by the
+search's records, as a dead worker's is. The URI goes over the pipe, never on a command line.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ BOOT = "import sys; sys.path.append(sys.argv[1]); from mnist_hpo.tracking.writer
 
 
 class TrackingWriteError(RuntimeError):
-    """The writer could not write a run (or ended early): the search's record would be incomplete."""
+    """The writer could not make a write (an error other than a lost store): the search's record would be incomplete."""
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class RunRecord:
 
 
 class Replies:
-    """What the writer has answered: runs written, its first error, whether it has ended.
+    """What the writer has answered: the writes it has not yet answered, its first error, whether it has ended.
 
     Apart from :class:`RunWriter`, so the thread reading the answers does not keep the writer alive:
     a writer nobody closes is collected, which closes its input and ends the process.
@@ -83,16 +84,16 @@ class Replies:
 
     def __init__(self) -> None:
         self.changed = threading.Condition()
-        self.written = 0
+        self.pending: dict[int, tuple[str, dict[str, Any]]] = {}  # id -> (call, args), until answered
         self.failure: dict[str, Any] | None = None
         self.ended = False
 
     def read(self, stream: IO[str]) -> None:
-        """Count the replies (one per run) until the process ends, keeping the first error."""
+        """Take each reply (one per write) off :attr:`pending` until the process ends, keeping the first error."""
         for line in stream:
             reply = json.loads(line)
             with self.changed:
-                self.written += 1
+                self.pending.pop(reply["id"], None)
                 if "error" in reply and self.failure is None:
                     self.failure = reply
                 self.changed.notify_all()
@@ -102,10 +103,11 @@ class Replies:
 
 
 class RunWriter:
-    """The search's side of the writer process: hands runs over and waits for them to be written.
+    """The search's side of the writer process: hands writes over and waits for them to be made.
 
     It starts before the store is opened, so its imports overlap the session's; :meth:`open` gives it
-    the store once the session has made it ready.
+    the store once the session has made it ready. If the process ends early (killed, or it could not
+    start), what it had not written, and every later write, is made here instead: slower, not lost.
     """
 
     def __init__(self) -> None:
@@ -123,17 +125,20 @@ class RunWriter:
             )
         assert self.process.stdin is not None and self.process.stdout is not None
         self.input: IO[str] = self.process.stdin
+        self.uri: str | None = None
         self.sent = 0
+        self.taken_over = False  # the writer ended early: the search makes the writes
         self.replies = Replies()
         reader = threading.Thread(target=self.replies.read, args=(self.process.stdout,), daemon=True)
         reader.start()
 
     def open(self, uri: str) -> None:
         """Point the writer at the store ``uri``, its schema ready (sent over the pipe, never on a command line)."""
+        self.uri = uri
         self.send({"uri": uri})
 
     def send(self, message: dict[str, Any]) -> None:
-        """One line to the writer; if it has ended, its replies say so (:meth:`drain` raises)."""
+        """One line to the writer; if it has ended, its replies say so (and :meth:`drain` writes what it left)."""
         with contextlib.suppress(BrokenPipeError, ValueError):
             self.input.write(json.dumps(message) + "\n")
             self.input.flush()
@@ -145,22 +150,59 @@ class RunWriter:
     def call(self, name: str, args: dict[str, Any]) -> None:
         """Hand one write over (``name``: a :class:`WriterCalls` method, or ``run``), as :meth:`submit` does."""
         self.check(lost_only=True)
-        self.sent += 1
+        replies = self.replies
+        with replies.changed:
+            ended = replies.ended
+            if not ended:
+                self.sent += 1
+                replies.pending[self.sent] = (name, args)
+        if ended:  # it is gone: what it left first, then this, here
+            self.write_left()
+            self.write_here(name, args)
+            return
         self.send({"id": self.sent, "call": name, "args": args})
 
+    def write_left(self) -> None:
+        """Make here, in order, the writes an ended writer did not answer (saying so once)."""
+        with self.replies.changed:
+            left = sorted(self.replies.pending.items())
+            self.replies.pending.clear()
+        if not self.taken_over:
+            self.taken_over = True
+            log.warning(
+                "the tracking writer ended early (exit %s, %d write(s) unanswered); the search makes its writes itself",
+                self.process.poll(),
+                len(left),
+            )
+        for _, (name, args) in left:
+            self.write_here(name, args)
+
+    def write_here(self, name: str, args: dict[str, Any]) -> None:
+        """One handed-over write, made in this process (the writer has ended)."""
+        from mlflow import MlflowClient
+
+        from mnist_hpo.tracking.store_loss import guarded
+
+        assert self.uri is not None, "a write before the store was opened"
+        with guarded():
+            apply(MlflowClient(tracking_uri=self.uri), name, args)
+
     def drain(self, raise_errors: bool = True) -> None:
-        """Wait until every run handed over is written; then raise its first error (unless ``raise_errors`` is off)."""
+        """Wait until every write handed over is made; then raise its first error (unless ``raise_errors`` is off)."""
         replies = self.replies
         waited_since = time.monotonic()
         with replies.changed:
-            written = replies.written
-            while replies.written < self.sent and not replies.ended:
+            left = len(replies.pending)
+            while replies.pending and not replies.ended:
                 replies.changed.wait(WAIT_POLL_S)
-                if replies.written != written:
-                    written, waited_since = replies.written, time.monotonic()
+                if len(replies.pending) != left:
+                    left, waited_since = len(replies.pending), time.monotonic()
                 elif time.monotonic() - waited_since > STALL_NOTICE_S:
-                    log.warning("waiting for the tracking writer: %d run(s) not yet written", self.sent - written)
+                    log.warning("waiting for the tracking writer: %d write(s) not yet made", left)
                     waited_since = time.monotonic()
+            ended_early = replies.ended and replies.failure is None and bool(replies.pending)
+        if ended_early:
+            self.write_left()
         if raise_errors:
             self.check(lost_only=False)
         elif replies.failure is not None:
@@ -168,25 +210,17 @@ class RunWriter:
 
     def check(self, lost_only: bool) -> None:
         """Raise the writer's first error: a lost store always, any other unless ``lost_only``."""
-        replies = self.replies
-        failure = replies.failure
+        failure = self.replies.failure
         if failure is not None and failure["lost"]:
             raise TrackingStoreLost(failure["error"], failure["details"])
-        if lost_only:
-            return
-        if failure is not None:
-            raise TrackingWriteError(f"the tracking writer could not write a run: {failure['error']}")
-        if replies.ended and replies.written < self.sent:
-            raise TrackingWriteError(
-                f"the tracking writer ended (exit {self.process.poll()}) with {self.sent - replies.written} "
-                "run(s) not written"
-            )
+        if failure is not None and not lost_only:
+            raise TrackingWriteError(f"the tracking writer could not make a write: {failure['error']}")
 
     def close(self, wait: bool = True) -> None:
         """Close its input: it writes what it has and exits. ``wait``: until it has (else it ends on its own)."""
         with contextlib.suppress(BrokenPipeError):
             self.input.close()
-        if not wait or self.replies.written == self.sent:  # nothing left to write: it ends on its own, reaped here
+        if not wait or not self.replies.pending:  # nothing left to write: it ends on its own, reaped here
             threading.Thread(target=self.process.wait, daemon=True).start()
             return
         try:
